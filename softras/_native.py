@@ -152,7 +152,9 @@ class NativeRasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, face_vertices, textures, mesh_first_face, settings, kind):
         module = load(kind)
-        params = _params(module, settings, mesh_first_face.shape[0], face_vertices.shape[0], textures.shape[1])
+        params = _params(
+            module, settings, mesh_first_face.shape[0], face_vertices.shape[0], textures.shape[1]
+        )
         rgba, depth, index, aux = module.forward(face_vertices, textures, mesh_first_face, params)
         ctx.save_for_backward(face_vertices, textures, mesh_first_face, rgba, aux, index)
         ctx.module, ctx.params = module, params

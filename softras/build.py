@@ -1,7 +1,7 @@
 """Builds the native backends ahead of first use, or compile-checks the CUDA sources.
 
-    python -m softras.build                      # build the CPU backend (and CUDA if a GPU is present)
-    python -m softras.build --cuda-compile-check # nvcc -c every .cu (needs nvcc, no GPU)
+python -m softras.build                      # build the CPU backend (and CUDA if a GPU is present)
+python -m softras.build --cuda-compile-check # nvcc -c every .cu (needs nvcc, no GPU)
 """
 
 from __future__ import annotations

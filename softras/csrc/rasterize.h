@@ -56,6 +56,12 @@ SR_HD T keep_sign_clamp(T v, T vmin) {
   return (v < vmin && v > -vmin) ? (v < T(0) ? -vmin : vmin) : v;
 }
 
+// exp and floor without promoting float to double on the host
+SR_HD float sr_exp(float x) { return expf(x); }
+SR_HD double sr_exp(double x) { return exp(x); }
+SR_HD float sr_floor(float x) { return floorf(x); }
+SR_HD double sr_floor(double x) { return floor(x); }
+
 template <typename T>
 SR_HD T sr_min(T a, T b) { return a < b ? a : b; }
 template <typename T>
@@ -64,7 +70,7 @@ SR_HD T sr_max(T a, T b) { return a > b ? a : b; }
 // sigmoid(a) and 1 - sigmoid(a), both accurate, from one exponential.
 template <typename T>
 SR_HD void sigmoid_pair(T a, T& s, T& one_minus_s) {
-  const T e = exp(-(a < T(0) ? -a : a));
+  const T e = sr_exp(-(a < T(0) ? -a : a));
   const T r = T(1) / (T(1) + e);
   if (a >= T(0)) { s = r; one_minus_s = e * r; }
   else { s = e * r; one_minus_s = r; }
@@ -185,9 +191,10 @@ SR_HD T edge_dist2(const FaceGeom<T>& g, int i, T px, T py, T& t) {
 template <typename T, DistFunc DF>
 SR_HD void fragment_coverage(const FaceGeom<T>& g, T px, T py, const RasterParams& p, Fragment<T>& f) {
   barycentric(g, px, py, f.w);
-  f.inside = f.w[0] > T(0) && f.w[1] > T(0) && f.w[2] > T(0);
-  f.covered = f.w[0] >= T(0) && f.w[0] <= T(1) && f.w[1] >= T(0) && f.w[1] <= T(1) &&
-              f.w[2] >= T(0) && f.w[2] <= T(1);
+  // a degenerate face has no interior: it covers nothing
+  f.inside = !g.det_clamped && f.w[0] > T(0) && f.w[1] > T(0) && f.w[2] > T(0);
+  f.covered = !g.det_clamped && f.w[0] >= T(0) && f.w[0] <= T(1) && f.w[1] >= T(0) &&
+              f.w[1] <= T(1) && f.w[2] >= T(0) && f.w[2] <= T(1);
   f.edge = 0;
   f.t = T(0);
   if (DF == DistFunc::Hard) {
@@ -244,7 +251,7 @@ SR_HD void fragment_depth(const FaceGeom<T>& g, const RasterParams& p, Fragment<
 // rounding-sensitive test (the original could pick a mirrored texel there).
 template <typename T>
 SR_HD int64_t texel_index(const T wc[3], int64_t R) {
-  T a = floor(wc[0] * T(R)), b = floor(wc[1] * T(R));
+  T a = sr_floor(wc[0] * T(R)), b = sr_floor(wc[1] * T(R));
   a = sr_min(sr_max(a, T(0)), T(R - 1));
   b = sr_min(sr_max(b, T(0)), T(R - 1 - a));
   const bool lower = a + b == T(R - 1) || (wc[0] + wc[1]) * T(R) - a - b <= T(1);
@@ -297,7 +304,15 @@ SR_HD void pixel_add_face(const FaceGeom<T>& g, const T* tex, int64_t face, T px
                           const RasterParams& p, PixelAccum<T>& a) {
   Fragment<T> f;
   fragment_coverage<T, DF>(g, px, py, p, f);
-  if (!f.valid && !f.covered) return;
+  const bool soft_colour = p.aggr_rgb == AggrRGB::Softmax && f.valid;
+  if (!soft_colour && !f.covered) {  // no depth needed
+    if (f.valid) {
+      a.keep *= f.one_minus_D;
+      a.dsum += f.D;
+      a.any_half = a.any_half || f.D > T(0.5);
+    }
+    return;
+  }
   fragment_depth(g, p, f);
   if (f.valid) {
     a.keep *= f.one_minus_D;
@@ -308,17 +323,17 @@ SR_HD void pixel_add_face(const FaceGeom<T>& g, const T* tex, int64_t face, T px
     a.zmin = f.zp;
     a.idx = face;
   }
-  if (p.aggr_rgb == AggrRGB::Softmax && f.valid && f.in_range) {
+  if (soft_colour && f.in_range) {
     T c[3];
     fragment_colour<T, TT>(tex, f, p.texture_res, c);
     const T zbar = (T(p.far) - f.zp) / T(p.far - p.near);
     if (zbar > a.m) {
-      const T scale = exp((a.m - zbar) / T(p.gamma));
+      const T scale = sr_exp((a.m - zbar) / T(p.gamma));
       a.S *= scale;
       for (int k = 0; k < 3; ++k) a.N[k] *= scale;
       a.m = zbar;
     }
-    const T wgt = f.D * exp((zbar - a.m) / T(p.gamma));
+    const T wgt = f.D * sr_exp((zbar - a.m) / T(p.gamma));
     a.S += wgt;
     for (int k = 0; k < 3; ++k) a.N[k] += wgt * c[k];
   }
@@ -366,13 +381,14 @@ struct FaceGrad {
   T v[9];
 };
 
-// Backpropagates dL/dzp, dL/dwc and dL/d(arg) of one fragment to the face's vertices.
+// Backpropagates dL/d(arg) and, when the fragment's depth was used, dL/dzp and dL/dwc of
+// one fragment to the face's vertices.
 template <typename T, DistFunc DF>
-SR_HD void fragment_backward(const FaceGeom<T>& g, const Fragment<T>& f, T px, T py,
+SR_HD void fragment_backward(const FaceGeom<T>& g, const Fragment<T>& f, bool depth_used, T px, T py,
                              const RasterParams& p, T g_arg, T g_zp, T g_wc[3], T out[9]) {
   T gw[3] = {T(0), T(0), T(0)};
   // depth: zp = 1/u, u = sum wc_i / z_i
-  if (g_zp != T(0)) {
+  if (depth_used && g_zp != T(0)) {
     const T g_u = -g_zp * f.zp * f.zp;
     for (int i = 0; i < 3; ++i) {
       g_wc[i] += g_u * g.zinv[i];
@@ -380,7 +396,7 @@ SR_HD void fragment_backward(const FaceGeom<T>& g, const Fragment<T>& f, T px, T
     }
   }
   // wc = clip(w) / max(sum clip(w), kWSumMin)
-  {
+  if (depth_used) {
     const T s = sr_max(f.wsum, T(kWSumMin));
     T dot = T(0);
     if (f.wsum >= T(kWSumMin))
@@ -439,7 +455,8 @@ SR_HD bool pair_backward(const FaceGeom<T>& g, const T* tex, int64_t face, int64
   fragment_coverage<T, DF>(g, px, py, p, f);
   const bool picked = p.aggr_rgb == AggrRGB::Hard && pg.idx == face;
   if (!f.valid && !picked) return false;
-  fragment_depth(g, p, f);
+  const bool soft_colour = p.aggr_rgb == AggrRGB::Softmax && f.valid;
+  if (soft_colour || picked) fragment_depth(g, p, f);
   T g_arg = T(0), g_zp = T(0), g_c[3] = {T(0), T(0), T(0)};
   bool colour_used = false;
   const bool soft_dist = DF != DistFunc::Hard;
@@ -448,10 +465,10 @@ SR_HD bool pair_backward(const FaceGeom<T>& g, const T* tex, int64_t face, int64
     else if (p.aggr_alpha == AggrAlpha::Sum) g_arg += pg.grad[3] * f.D * f.one_minus_D / T(faces_in_mesh);
   }
   T c[3];
-  if (p.aggr_rgb == AggrRGB::Softmax && f.valid && f.in_range) {
+  if (soft_colour && f.in_range) {
     fragment_colour<T, TT>(tex, f, p.texture_res, c);
     const T zbar = (T(p.far) - f.zp) / T(p.far - p.near);
-    const T e = exp((zbar - pg.m) / T(p.gamma));
+    const T e = sr_exp((zbar - pg.m) / T(p.gamma));
     const T wgt = f.D * e;
     T gdot = T(0);
     for (int k = 0; k < 3; ++k) gdot += pg.grad[k] * (c[k] - pg.rgb[k]);
@@ -478,7 +495,7 @@ SR_HD bool pair_backward(const FaceGeom<T>& g, const T* tex, int64_t face, int64
       }
     }
   }
-  fragment_backward<T, DF>(g, f, px, py, p, g_arg, g_zp, g_wc, out);
+  fragment_backward<T, DF>(g, f, colour_used, px, py, p, g_arg, g_zp, g_wc, out);
   return true;
 }
 

@@ -101,8 +101,9 @@ def _shade_chunk(
     w1 = torch.where(degenerate, w1.detach(), w1)
     w2 = 1 - w0 - w1
     w = torch.stack([w0, w1, w2], dim=-1)  # [P, F, 3]
-    inside = (w0 > 0) & (w1 > 0) & (w2 > 0)
-    inside_closed = ((w >= 0) & (w <= 1)).all(-1)
+    # a degenerate face has no interior: it covers nothing
+    inside = (w0 > 0) & (w1 > 0) & (w2 > 0) & ~degenerate
+    inside_closed = ((w >= 0) & (w <= 1)).all(-1) & ~degenerate
 
     # bounding box grown by sqrt(T)
     g = s.grow
@@ -215,7 +216,7 @@ def soft_rasterize_packed(
     px, py = pixel_centres(H, W, face_vertices.device, face_vertices.dtype)
     ends = torch.cat([mesh_first_face[1:], mesh_first_face.new_tensor([F_total])]).tolist()
     images, depths, indices = [], [], []
-    for b, (start, end) in enumerate(zip(mesh_first_face.tolist(), ends)):
+    for start, end in zip(mesh_first_face.tolist(), ends):
         fv, tex = face_vertices[start:end], textures[start:end]
         step = max(1, chunk_pairs // max(1, end - start))
         parts = []

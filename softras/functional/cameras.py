@@ -10,7 +10,7 @@ square image gives exactly the original SoftRas projection.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -102,3 +102,83 @@ def face_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     B, V = vertices.shape[:2]
     idx = faces.long() + (torch.arange(B, device=faces.device) * V)[:, None, None]
     return vertices.reshape(B * V, -1)[idx]
+
+
+def look(
+    vertices: torch.Tensor,  # [B, N, 3]
+    eye,  # [B, 3] or [3]
+    direction: Sequence[float] | torch.Tensor = (0.0, 0.0, 1.0),
+    up: Sequence[float] | torch.Tensor = (0.0, 1.0, 0.0),
+) -> torch.Tensor:
+    """World to camera for a camera at ``eye`` looking along ``direction``: as
+    :func:`look_at` with ``z = normalize(direction)``."""
+    if vertices.dim() != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices: expected shape [B, N, 3], got {list(vertices.shape)}")
+    eye = _as_batch3("eye", eye, vertices)
+    return look_at(vertices, eye, at=eye + _as_batch3("direction", direction, vertices), up=up)
+
+
+def orthogonal(
+    vertices: torch.Tensor, scale: float | torch.Tensor = 1.0, image_size: ImageSize | None = None
+):
+    """Orthographic projection: ``(s x, s y, z)``; ``s`` applies to the shorter image side."""
+    scale = torch.as_tensor(scale, dtype=vertices.dtype, device=vertices.device)
+    if scale.dim() == 1:
+        scale = scale[:, None]
+    sx, sy = aspect_scale(image_size)
+    return torch.stack(
+        [vertices[..., 0] * scale * sx, vertices[..., 1] * scale * sy, vertices[..., 2]], dim=-1
+    )
+
+
+def _rq(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RQ decomposition of [B, 3, 3]: m = K R with K upper triangular (positive diagonal)
+    and R orthonormal."""
+    flip = torch.flip(torch.eye(3, dtype=m.dtype, device=m.device), dims=[0])
+    q, r = torch.linalg.qr((flip @ m).transpose(1, 2))
+    K = flip @ r.transpose(1, 2) @ flip
+    R = flip @ q.transpose(1, 2)
+    sign = torch.diag_embed(torch.sign(torch.diagonal(K, dim1=1, dim2=2)))
+    return K @ sign, sign @ R
+
+
+def projection(
+    vertices: torch.Tensor,  # [B, N, 3], world space
+    P: torch.Tensor,  # [B, 3, 4] = K [R | t], in pixels of an orig_size image
+    dist_coeffs: torch.Tensor | None = None,  # [B, 5]: k1, k2, p1, p2, k3 (OpenCV)
+    orig_size: ImageSize = 512,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Projection by a pinhole camera matrix ``P = K [R | t]`` with OpenCV lens distortion.
+
+    Conventions (which the original got wrong): the distortion applies to normalized camera
+    coordinates ``(x/z, y/z)`` before ``K``, and image rows grow downward, so pixel
+    ``(u, v)`` maps to ``x = 2u/W - 1``, ``y = 1 - 2v/H`` (u, v continuous: the centre of pixel
+    column c is at ``u = c + 0.5``). A standard K (principal point at the image centre, fy > 0)
+    thus renders upright. ``orig_size`` is the calibrated image's size, int or (H, W). The
+    result keeps z = depth in the camera frame. ``P`` is split into ``K`` and ``[R | t]`` by an
+    RQ decomposition, which is differentiable.
+    """
+    if P.dim() != 3 or P.shape[1:] != (3, 4):
+        raise ValueError(f"P: expected shape [B, 3, 4], got {list(P.shape)}")
+    if vertices.dim() != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices: expected shape [B, N, 3], got {list(vertices.shape)}")
+    P = P.to(vertices.dtype)
+    H, W = image_size_hw(orig_size)
+    K, R = _rq(P[:, :, :3])
+    t = torch.linalg.solve(K, P[:, :, 3:])  # [B, 3, 1]
+    cam = vertices @ R.transpose(1, 2) + t.transpose(1, 2)  # [B, N, 3]
+    z = cam[..., 2]
+    x_, y_ = cam[..., 0] / (z + eps), cam[..., 1] / (z + eps)
+    if dist_coeffs is not None:
+        d = torch.as_tensor(dist_coeffs, dtype=vertices.dtype, device=vertices.device).reshape(-1, 5)
+        k1, k2, p1, p2, k3 = (d[:, i : i + 1] for i in range(5))
+        r2 = x_ * x_ + y_ * y_
+        radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+        x_, y_ = (
+            x_ * radial + 2 * p1 * x_ * y_ + p2 * (r2 + 2 * x_ * x_),
+            y_ * radial + p1 * (r2 + 2 * y_ * y_) + 2 * p2 * x_ * y_,
+        )
+    pix = torch.stack([x_, y_, torch.ones_like(x_)], dim=-1) @ K.transpose(1, 2)  # [B, N, 3]
+    u, v = pix[..., 0] / pix[..., 2], pix[..., 1] / pix[..., 2]
+    return torch.stack([2 * u / W - 1, 1 - 2 * v / H, z], dim=-1)

@@ -7,8 +7,8 @@ All options of :func:`softras.functional.soft_rasterize` travel together as one 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 DIST_FUNCS = ("hard", "barycentric", "euclidean")
 AGGR_RGB = ("hard", "softmax")
@@ -16,7 +16,7 @@ AGGR_ALPHA = ("hard", "sum", "prod")
 TEXTURE_TYPES = ("surface", "vertex")
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
-ImageSize = Union[int, Sequence[int]]
+ImageSize = int | Sequence[int]
 
 
 def _fail(arg: str, expected: str, got: object) -> ValueError:
@@ -96,9 +96,7 @@ class RasterSettings:
         if not 0 < self.dist_eps < 0.5:
             raise _fail("dist_eps", "a value in (0, 0.5)", self.dist_eps)
         if self.near >= self.far:
-            raise ValueError(
-                f"near, far: expected near < far, got near={self.near!r}, far={self.far!r}"
-            )
+            raise ValueError(f"near, far: expected near < far, got near={self.near!r}, far={self.far!r}")
         set_(self, "fill_back", bool(self.fill_back))
         _choice("dist_func", self.dist_func, DIST_FUNCS)
         _choice("aggr_func_rgb", self.aggr_func_rgb, AGGR_RGB)
