@@ -21,8 +21,11 @@ the reference's own checkpointed chunks by its per-chunk function. Brute force c
 for every (pixel, face) pair, so the scaling is linear. Its peak memory is not reported.
 
 Times are medians over ``--repeats`` calls after one warm-up call (which may build the native
-extension). "fwd" is the forward pass with autograd recording (as in a training step); "fwd+bwd"
-adds ``loss.backward()``. Peak memory (MiB) is, on CPU, the peak resident set size of the case's
+extension); the reference makes at most 3 (1 with ``--quick``) and stops early once its timed
+calls took 30 s (10 s). Each case records the CPU pressure (Linux PSI) during its timed calls:
+on a shared machine other load can inflate times, and the table warns when it was high.
+"fwd" is the forward pass with autograd recording (as in a training step); "fwd+bwd" adds
+``loss.backward()``. Peak memory (MiB) is, on CPU, the peak resident set size of the case's
 process during the warm-up and timed calls minus its resident size just before them (VmHWM,
 reset through /proc/self/clear_refs; else ru_maxrss, which also covers the set-up), and on CUDA
 the growth of torch.cuda.max_memory_allocated over the memory allocated before them.
@@ -60,8 +63,11 @@ NOISY_PCT = 25.0  # CPU pressure (% of the timed wall time with a task waiting f
 
 # How much of each problem the reference runs: W1 -> number of views (of 120);
 # W2 / W3 -> number of the reference's own pixel chunks (chunk_pairs // F pixels each).
-REF_SAMPLE = {"full": {"W1": 4, "W2": 24, "W3": 64}, "quick": {"W1": 1, "W2": 1, "W3": 1}}
+REF_SAMPLE = {"full": {"W1": 2, "W2": 12, "W3": 32}, "quick": {"W1": 1, "W2": 1, "W3": 1}}
 REF_MAX_REPEATS = {"full": 3, "quick": 1}
+# The reference stops repeating (after at least one timed pair) once its timed calls took this long,
+# so that a loaded machine cannot stretch the run much beyond its budget.
+REF_TIME_BUDGET_S = {"full": 30.0, "quick": 10.0}
 
 # Targets: (backend, workload or "*", metric, op, threshold, label)
 TARGETS = [
@@ -362,16 +368,18 @@ def run_case(workload: str, backend: str, repeats: int, mode: str) -> dict:
 
     t_fwd, t_fb = [], []
     psi0, t_timed0 = _cpu_pressure_us(), time.perf_counter()
-    for _ in range(repeats):
+    budget = REF_TIME_BUDGET_S[mode] if backend == "reference" else math.inf
+    for _ in range(repeats):  # interleaved, so that slow drifts affect both alike
         t0 = time.perf_counter()
         out = fwd()
         t_fwd.append(time.perf_counter() - t0)
         del out
-    for _ in range(repeats):
         t0 = time.perf_counter()
         fwd_bwd()
         t_fb.append(time.perf_counter() - t0)
         clear()
+        if time.perf_counter() - t_timed0 > budget:
+            break
     psi1, t_timed1 = _cpu_pressure_us(), time.perf_counter()
     stall = None
     if psi0 is not None and psi1 is not None:
@@ -400,7 +408,7 @@ def run_case(workload: str, backend: str, repeats: int, mode: str) -> dict:
         "backend": backend,
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "repeats": repeats,
+        "repeats": len(t_fb),
         "extrapolated": case.scale != 1.0,
         "scale_factor": case.scale,
         "scaled": case.scaled,
@@ -489,10 +497,11 @@ def spawn_case(workload: str, backend: str, repeats: int, mode: str) -> dict:
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not result_file.exists():
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
+            last = tail[-1].strip() if tail else "no output"
             return {
                 "workload": workload,
                 "backend": backend,
-                "error": f"exit code {proc.returncode}",
+                "error": f"exit code {proc.returncode}: {last}",
                 "stderr_tail": tail,
             }
         result = json.loads(result_file.read_text())
@@ -665,6 +674,7 @@ def main(argv=None) -> int:
             "backends": backends,
             "repeats": args.repeats,
             "reference_max_repeats": REF_MAX_REPEATS[args.mode],
+            "reference_time_budget_s": REF_TIME_BUDGET_S[args.mode],
             "quick": args.quick,
             "reference_sample": REF_SAMPLE[args.mode],
             "dtype": "float32",

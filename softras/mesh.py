@@ -15,6 +15,11 @@ TEXTURE_TYPES = ("surface", "vertex")
 
 
 def _tensor(name: str, value, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """``value`` as a tensor. Floating ``dtype``: a tensor keeps its floating dtype (float64
+    stays float64); integers, numpy arrays and lists become ``dtype`` (numpy's float64
+    default would otherwise give a float64 mesh, unlike the original SoftRas's ``.float()``).
+    Integer ``dtype``: indices, as int64."""
+    converted = not isinstance(value, torch.Tensor)
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
@@ -22,13 +27,22 @@ def _tensor(name: str, value, dtype: torch.dtype, device=None) -> torch.Tensor:
             value = torch.as_tensor(value)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"{name}: expected a tensor or array, got {type(value).__name__}") from None
-    if dtype.is_floating_point and not value.dtype.is_floating_point:
-        value = value.to(torch.get_default_dtype())
+    if dtype.is_floating_point and (converted or not value.dtype.is_floating_point):
+        value = value.to(dtype)
     elif not dtype.is_floating_point:
         if value.dtype.is_floating_point:
             raise ValueError(f"{name}: expected integer indices, got dtype {value.dtype}")
         value = value.long()
     return value if device is None else value.to(device)
+
+
+def _reversed_texel_order(texture_res: int) -> torch.Tensor:
+    """perm [R*R]: texel t of a face with reversed corners (v2, v1, v0) covers the same
+    sub-triangle as texel perm[t] of the face (v0, v1, v2)."""
+    from .io import _texel_index, texel_barycentrics
+
+    w = texel_barycentrics(texture_res)  # centroids, in the reversed face's barycentrics
+    return torch.from_numpy(_texel_index(w[:, 2], w[:, 1], int(texture_res)))
 
 
 class Mesh:
@@ -44,7 +58,7 @@ class Mesh:
     def __init__(self, vertices, faces, textures=None, texture_res: int = 1, texture_type: str = "surface"):
         if texture_type not in TEXTURE_TYPES:
             raise ValueError(f"texture_type: expected 'surface' or 'vertex', got {texture_type!r}")
-        vertices = _tensor("vertices", vertices, torch.float32)
+        vertices = _tensor("vertices", vertices, torch.get_default_dtype())
         faces = _tensor("faces", faces, torch.int64, vertices.device)
         if vertices.dim() == 2:
             vertices = vertices[None]
@@ -80,7 +94,7 @@ class Mesh:
 
     @vertices.setter
     def vertices(self, vertices) -> None:
-        vertices = _tensor("vertices", vertices, torch.float32, self._vertices.device)
+        vertices = _tensor("vertices", vertices, torch.get_default_dtype(), self._vertices.device)
         if vertices.dim() != 3 or vertices.shape[-1] != 3:
             raise ValueError(f"vertices: expected shape [B, V, 3], got {list(vertices.shape)}")
         self._vertices = vertices
@@ -102,7 +116,7 @@ class Mesh:
 
     @textures.setter
     def textures(self, textures) -> None:
-        textures = _tensor("textures", textures, torch.float32, self._vertices.device)
+        textures = _tensor("textures", textures, self._vertices.dtype, self._vertices.device)
         B, V, F = self.batch_size, self.num_vertices, self.num_faces
         if self.texture_type == "surface":
             if textures.dim() == 3:
@@ -168,7 +182,10 @@ class Mesh:
         if not self._fill_back:
             faces = torch.cat([self._faces, self._faces[:, :, [2, 1, 0]]], dim=1)
             if self.texture_type == "surface":
-                textures = torch.cat([self._textures, self._textures], dim=1)
+                # the reversed face (v2, v1, v0) swaps w0 and w2: its texel t covers the
+                # sub-triangle that is texel perm[t] of the original face
+                perm = _reversed_texel_order(self.texture_res).to(self._textures.device)
+                textures = torch.cat([self._textures, self._textures[:, :, perm]], dim=1)
                 self._faces = faces
                 self.textures = textures
             else:

@@ -18,11 +18,13 @@ namespace softras {
 namespace {
 
 // Runs body(i) for i in [0, n) on torch's threads, `chunk` indices at a time, handed out
-// dynamically. body must only write to memory that belongs to i.
+// dynamically; serially when the whole job is small (`work` below ~1e5 inner steps), where
+// waking threads would cost more than it saves. body must only write to memory that
+// belongs to i.
 template <typename Body>
-void parallel_dynamic(int64_t n, int64_t chunk, const Body& body) {
+void parallel_dynamic(int64_t n, int64_t chunk, int64_t work, const Body& body) {
   std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk);
+  const int64_t workers = work < 100000 ? 1 : std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk);
   if (workers <= 1) {
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
@@ -105,14 +107,14 @@ TileBins bin_faces(const std::vector<FaceGeom<T>>& geom, const MeshRanges& meshe
     for (int32_t ty = range[4 * f]; ty <= range[4 * f + 1]; ++ty)
       for (int32_t tx = range[4 * f + 2]; tx <= range[4 * f + 3]; ++tx) fn(ty * bins.ntx + tx);
   };
-  parallel_dynamic(B, 1, [&](int64_t b) {
+  parallel_dynamic(B, 1, F, [&](int64_t b) {
     int64_t* c = count.data() + b * ntiles;
     for (int64_t f = meshes.begin[b]; f < meshes.end[b]; ++f) for_each_tile(f, [&](int64_t t) { ++c[t]; });
   });
   bins.start.assign(B * ntiles + 1, 0);
   for (int64_t k = 0; k < B * ntiles; ++k) bins.start[k + 1] = bins.start[k] + count[k];
   bins.faces.resize(bins.start.back());
-  parallel_dynamic(B, 1, [&](int64_t b) {
+  parallel_dynamic(B, 1, F, [&](int64_t b) {
     int64_t* cursor = count.data() + b * ntiles;
     std::copy(bins.start.begin() + b * ntiles, bins.start.begin() + (b + 1) * ntiles, cursor);
     for (int64_t f = meshes.begin[b]; f < meshes.end[b]; ++f)
@@ -135,7 +137,8 @@ void forward_impl(const at::Tensor& face_vertices, const at::Tensor& textures,
   T* aux = out.aux.data_ptr<T>();
   // One tile at a time: the faces of its bin, in order, each visiting only the tile's
   // pixels inside its box; the tile's accumulators stay in cache.
-  parallel_dynamic(p.num_meshes * ntiles, 1, [&](int64_t bin) {
+  const int64_t work = p.num_meshes * HW + int64_t(bins.faces.size()) * ts * ts / 4;
+  parallel_dynamic(p.num_meshes * ntiles, 1, work, [&](int64_t bin) {
     const int64_t b = bin / ntiles, t = bin % ntiles;
     const int64_t R0 = (t / bins.ntx) * ts, C0 = (t % bins.ntx) * ts;
     const int64_t R1 = std::min(H, R0 + ts) - 1, C1 = std::min(W, C0 + ts) - 1;
@@ -208,7 +211,7 @@ void backward_impl(const at::Tensor& grad_rgba, const at::Tensor& face_vertices,
   T* gfv = grad_fv.data_ptr<T>();
   T* gtex = grad_tex.data_ptr<T>();
   const int64_t tstride = p.texture_size * 3;
-  parallel_dynamic(F, 64, [&](int64_t f) {
+  parallel_dynamic(F, 64, p.num_meshes * HW + 16 * F, [&](int64_t f) {
     const int64_t b = meshes.mesh_of_face[f];
     if (b < 0) return;
     const FaceGeom<T>& g = geom[f];

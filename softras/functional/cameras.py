@@ -28,11 +28,18 @@ def _as_batch3(name: str, v, like: torch.Tensor) -> torch.Tensor:
 def get_points_from_angles(distance, elevation, azimuth, degrees: bool = True) -> torch.Tensor:
     """Eye positions [B, 3] on a sphere: ``(d cos e sin a, d sin e, -d cos e cos a)``.
 
-    Azimuth 0 puts the camera on -z looking toward +z.
+    Azimuth 0 puts the camera on -z looking toward +z. The result has the default dtype, or
+    float64 when a floating input tensor is float64 (so gradchecks keep their precision).
     """
-    distance = torch.as_tensor(distance, dtype=torch.get_default_dtype())
-    elevation = torch.as_tensor(elevation, dtype=distance.dtype, device=distance.device)
-    azimuth = torch.as_tensor(azimuth, dtype=distance.dtype, device=distance.device)
+    dtype, device = torch.get_default_dtype(), None
+    for t in (distance, elevation, azimuth):
+        if isinstance(t, torch.Tensor):
+            device = t.device if device is None else device
+            if t.dtype.is_floating_point:
+                dtype = torch.promote_types(dtype, t.dtype)
+    distance = torch.as_tensor(distance, dtype=dtype, device=device)
+    elevation = torch.as_tensor(elevation, dtype=dtype, device=device)
+    azimuth = torch.as_tensor(azimuth, dtype=dtype, device=device)
     if degrees:
         elevation, azimuth = elevation * (math.pi / 180), azimuth * (math.pi / 180)
     eye = torch.stack(

@@ -1,0 +1,134 @@
+"""Golden-image regression tests of the whole renderer (mesh loading, texture baking, lighting,
+camera, soft rasterization).
+
+The references are small RGBA PNGs (uint8) in ``tests/data/golden/``; several views of one
+case are stored side by side in one PNG. A render matches when, after the same rounding to
+uint8, the largest absolute difference is at most 2/255 and the mean at most 0.2/255.
+
+To regenerate the references after an intended change of the rendered images, run
+
+    SOFTRAS_UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py
+
+which rewrites every PNG (look at them before committing). On a mismatch the test writes
+``<name>_actual.png`` (the new render) and ``<name>_diff.png`` (the absolute difference
+amplified 16x: RGB channels on the left, alpha in grey on the right) into
+``outputs/golden-diff/`` and fails with a message naming both files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import softras as sr
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+DIFF_DIR = ROOT / "outputs" / "golden-diff"
+UPDATE = os.environ.get("SOFTRAS_UPDATE_GOLDEN", "") not in ("", "0")
+
+MAX_DIFF = 2  # in units of 1/255
+MEAN_DIFF = 0.2  # in units of 1/255
+AMPLIFY = 16
+
+
+def _spot_textured(**kw) -> torch.Tensor:
+    mesh = sr.Mesh.from_obj(ROOT / "data" / "spot_triangulated.obj", load_texture=True, texture_res=5)
+    renderer = sr.SoftRenderer(image_size=256, **kw)
+    renderer.transform.set_eyes_from_angles(2.732, 20, 135)
+    return renderer.render_mesh(mesh)
+
+
+def spot_textured() -> torch.Tensor:
+    """Spot with its baked texture (R = 5), SoftRenderer defaults, 256 x 256, one view."""
+    return _spot_textured()
+
+
+def spot_blurry() -> torch.Tensor:
+    """The same, blurred: sigma 1e-3, gamma 1e-2."""
+    return _spot_textured(sigma_val=1e-3, gamma_val=1e-2)
+
+
+def sphere_silhouettes() -> torch.Tensor:
+    """The 1352-vertex template sphere scaled by 0.5, 64 x 64, sigma 1e-4, three views at
+    different distances (so the discs differ in size)."""
+    mesh = sr.Mesh.from_obj(ROOT / "data" / "sphere_1352.obj")
+    mesh.vertices = mesh.vertices * 0.5
+    renderer = sr.SoftRenderer(image_size=64, sigma_val=1e-4)
+    renderer.transform.set_eyes_from_angles([2.732, 2.732, 2.0], [0.0, 30.0, -45.0], [0.0, 90.0, 200.0])
+    return renderer.render_mesh(mesh)
+
+
+CASES: dict[str, Callable[[], torch.Tensor]] = {
+    "spot_textured": spot_textured,
+    "spot_blurry": spot_blurry,
+    "sphere_silhouettes": sphere_silhouettes,
+}
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """RGBA [N, 4, H, W] in [0, 1] -> uint8 [H, N*W, 4] (the N views side by side)."""
+    x = images.detach().clamp(0, 1).permute(2, 0, 3, 1)  # [H, N, W, 4]
+    H, N, W, C = x.shape
+    return (x.reshape(H, N * W, C).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def diff_image(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """|actual - expected| x AMPLIFY as RGB: the colour channels, then alpha in grey."""
+    d = np.abs(actual.astype(np.int32) - expected.astype(np.int32)) * AMPLIFY
+    d = np.clip(d, 0, 255).astype(np.uint8)
+    alpha = np.repeat(d[..., 3:4], 3, axis=-1)
+    return np.concatenate([d[..., :3], alpha], axis=1)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_golden(name):
+    actual = to_uint8(CASES[name]())
+    path = GOLDEN / f"{name}.png"
+    if UPDATE:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(path, actual)
+        return
+    assert path.exists(), f"{path} is missing: generate it with SOFTRAS_UPDATE_GOLDEN=1"
+    expected = iio.imread(path)
+    assert expected.shape == actual.shape, (
+        f"{name}: shape {actual.shape} differs from the golden {expected.shape} "
+        "(regenerate with SOFTRAS_UPDATE_GOLDEN=1 if intended)"
+    )
+    diff = np.abs(actual.astype(np.int32) - expected.astype(np.int32))
+    max_diff, mean_diff = int(diff.max()), float(diff.mean())
+    if max_diff <= MAX_DIFF and mean_diff <= MEAN_DIFF:
+        return
+    DIFF_DIR.mkdir(parents=True, exist_ok=True)
+    actual_path = DIFF_DIR / f"{name}_actual.png"
+    diff_path = DIFF_DIR / f"{name}_diff.png"
+    iio.imwrite(actual_path, actual)
+    iio.imwrite(diff_path, diff_image(actual, expected))
+    changed = int((diff.max(-1) > MAX_DIFF).sum())
+    pytest.fail(
+        f"{name}: differs from {path.relative_to(ROOT)}: max abs diff {max_diff}/255 (allowed {MAX_DIFF}), "
+        f"mean {mean_diff:.3f}/255 (allowed {MEAN_DIFF}), {changed} pixels off by more than {MAX_DIFF}/255. "
+        f"See {actual_path} and {diff_path} (difference x{AMPLIFY}); if the change is intended, "
+        "regenerate the references with SOFTRAS_UPDATE_GOLDEN=1."
+    )
+
+
+def test_diff_image_and_quantization():
+    """The helpers themselves: views side by side, rounding, and the amplified difference."""
+    img = torch.zeros(2, 4, 3, 5)
+    img[1, 0] = 1.0
+    img[0, 3, 0, 0] = 0.5
+    q = to_uint8(img)
+    assert q.shape == (3, 10, 4) and q.dtype == np.uint8
+    assert q[0, 0, 3] == 128 and q[0, 5, 0] == 255 and q[0, 4, 0] == 0
+    other = q.copy()
+    other[1, 1, 2] += 3
+    d = diff_image(other, q)
+    assert d.shape == (3, 20, 3)
+    assert d[1, 1, 2] == 3 * AMPLIFY and int(d.sum()) == 3 * AMPLIFY
