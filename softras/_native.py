@@ -152,9 +152,7 @@ class NativeRasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, face_vertices, textures, mesh_first_face, settings, kind):
         module = load(kind)
-        params = _params(
-            module, settings, mesh_first_face.shape[0], face_vertices.shape[0], textures.shape[1]
-        )
+        params = _params(module, settings, mesh_first_face.shape[0], face_vertices.shape[0], textures.shape[1])
         rgba, depth, index, aux = module.forward(face_vertices, textures, mesh_first_face, params)
         ctx.save_for_backward(face_vertices, textures, mesh_first_face, rgba, aux, index)
         ctx.module, ctx.params = module, params
@@ -168,7 +166,15 @@ class NativeRasterize(torch.autograd.Function):
         if grad_rgba is None:
             return None, None, None, None, None
         grad_fv, grad_tex = ctx.module.backward(
-            grad_rgba.contiguous(), face_vertices, textures, first, rgba, aux, index, ctx.params
+            grad_rgba.contiguous(),
+            face_vertices,
+            textures,
+            first,
+            rgba,
+            aux,
+            index,
+            ctx.params,
+            ctx.needs_input_grad[1],
         )
         return (
             grad_fv if ctx.needs_input_grad[0] else None,

@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     vertices, faces = load_obj_geometry(args.mesh)
     vertices = vertices - (vertices.amax(0) + vertices.amin(0)) / 2  # centre the mesh
     normals = torch.zeros_like(vertices)
-    n = torch.cross(
-        vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]], dim=1
-    )
+    n = torch.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]], dim=1)
     normals.index_add_(0, faces.reshape(-1), n.repeat_interleave(3, 0))
     colours = (0.5 + 0.5 * torch.nn.functional.normalize(normals, dim=1))[None]
     eye = get_points_from_angles(2.732, 20.0, torch.arange(args.views) * (360.0 / args.views))
@@ -92,9 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     render_seconds = time.time() - t0
 
     # fit a translation of the mesh to a target rendered from a shifted copy
-    target = render(
-        vertices[None] + torch.tensor([0.15, -0.1, 0.1]), faces[None], colours, eye[:2], 128, 1e-4, 1e-3
-    )
+    target = render(vertices[None] + torch.tensor([0.15, -0.1, 0.1]), faces[None], colours, eye[:2], 128, 1e-4, 1e-3)
     offset = torch.zeros(3, requires_grad=True)
     optim = torch.optim.Adam([offset], lr=0.02)
     frames, losses = [], []
@@ -114,9 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     img.requires_grad_(True)
     ((img - target) ** 2).mean().backward()
     g = img.grad.abs().sum(1, keepdim=True)
-    imageio.imwrite(
-        run / "image_gradient.png", _to_uint8((g / g.max().clamp_min(1e-12)).expand(-1, 3, -1, -1))
-    )
+    imageio.imwrite(run / "image_gradient.png", _to_uint8((g / g.max().clamp_min(1e-12)).expand(-1, 3, -1, -1)))
 
     metrics = {
         "faces": int(faces.shape[0]),

@@ -248,9 +248,7 @@ def read_obj(filename: PathLike) -> ObjData:
                             or (len(sub) == 2 and sub[1] == "")
                             or (len(sub) == 3 and sub[2] == "")
                         ):
-                            raise ValueError(
-                                f"unknown face vertex format {token!r} (expected i, i/j, i//k or i/j/k)"
-                            )
+                            raise ValueError(f"unknown face vertex format {token!r} (expected i, i/j, i//k or i/j/k)")
                         vi.append(_index(sub[0], len(verts), "vertex"))
                         has_t = len(sub) > 1 and sub[1] != ""
                         ti.append(_index(sub[1], len(uvs), "texture coordinate") if has_t else -1)
@@ -306,9 +304,9 @@ def read_obj(filename: PathLike) -> ObjData:
 
     vertex_colors = None
     if any_colour:
-        vertex_colors = np.array(
-            [c if c is not None else [np.nan] * 3 for c in colours], dtype=np.float64
-        ).reshape(-1, 3)
+        vertex_colors = np.array([c if c is not None else [np.nan] * 3 for c in colours], dtype=np.float64).reshape(
+            -1, 3
+        )
     return ObjData(
         path=path,
         vertices=np.asarray(verts, dtype=np.float64).reshape(-1, 3),
@@ -724,8 +722,7 @@ def save_obj(
         lines.extend(f"vt {s:.9g} {t:.9g}" for s, t in uv.reshape(-1, 2).tolist())
         lines.append("usemtl material_1")
         lines.extend(
-            f"f {a + 1}/{3 * i + 1} {b + 1}/{3 * i + 2} {c + 1}/{3 * i + 3}"
-            for i, (a, b, c) in enumerate(f.tolist())
+            f"f {a + 1}/{3 * i + 1} {b + 1}/{3 * i + 2} {c + 1}/{3 * i + 3}" for i, (a, b, c) in enumerate(f.tolist())
         )
     else:
         if tex is not None:  # vertex colours

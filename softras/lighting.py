@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -34,14 +35,22 @@ class DirectionalLighting(nn.Module):
         self.light_direction = light_direction
 
     def forward(self, light: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-        return directional_lighting(
-            light, normals, self.light_intensity, self.light_color, self.light_direction
-        )
+        return directional_lighting(light, normals, self.light_intensity, self.light_color, self.light_direction)
+
+
+def _ndim(v) -> int:
+    if isinstance(v, (torch.Tensor, np.ndarray)):
+        return v.ndim
+    return 1 if isinstance(v, (list, tuple)) else 0
 
 
 def _is_list_of_vectors(v) -> bool:
+    """True for several 3-vectors (a list of them, or an [N, 3] tensor / array), False for one
+    (a 0-d tensor has ``__len__`` too, so the test is on dimensions, not on ``len``)."""
+    if isinstance(v, (torch.Tensor, np.ndarray)):
+        return v.ndim == 2
     try:
-        return len(v) > 0 and hasattr(v[0], "__len__")
+        return len(v) > 0 and _ndim(v[0]) >= 1
     except TypeError:
         return False
 
@@ -71,22 +80,14 @@ class Lighting(nn.Module):
         self.ambient = AmbientLighting(intensity_ambient, color_ambient)
         dirs = list(directions) if _is_list_of_vectors(directions) else [directions]
         n = len(dirs)
-        intens = (
-            list(intensity_directionals)
-            if isinstance(intensity_directionals, (list, tuple))
-            else [intensity_directionals] * n
-        )
-        colors = (
-            list(color_directionals) if _is_list_of_vectors(color_directionals) else [color_directionals] * n
-        )
+        intens = list(intensity_directionals) if _ndim(intensity_directionals) >= 1 else [intensity_directionals] * n
+        colors = list(color_directionals) if _is_list_of_vectors(color_directionals) else [color_directionals] * n
         if len(intens) != n or len(colors) != n:
             raise ValueError(
                 f"intensity_directionals, color_directionals: expected 1 or {n} values (one per direction), "
                 f"got {len(intens)} and {len(colors)}"
             )
-        self.directionals = nn.ModuleList(
-            DirectionalLighting(i, c, d) for i, c, d in zip(intens, colors, dirs)
-        )
+        self.directionals = nn.ModuleList(DirectionalLighting(i, c, d) for i, c, d in zip(intens, colors, dirs))
 
     def light(self, mesh: Mesh) -> torch.Tensor:
         """The light per face [B, F, 3] (surface) or per vertex [B, V, 3] (vertex)."""

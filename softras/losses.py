@@ -127,9 +127,7 @@ class EdgeLengthLoss(nn.Module):
 
     def forward(self, vertices: torch.Tensor) -> torch.Tensor:
         """vertices ``[B, V, 3]`` -> ``[B]`` (scalar if ``average``)."""
-        return _L.edge_length_loss(
-            vertices, target_length=self.target_length, average=self.average, edges=self.edges
-        )
+        return _L.edge_length_loss(vertices, target_length=self.target_length, average=self.average, edges=self.edges)
 
 
 class IoULoss(nn.Module):

@@ -71,9 +71,7 @@ class Mesh:
         if faces.shape[0] == 1 and vertices.shape[0] > 1:
             faces = faces.expand(vertices.shape[0], -1, -1)
         if faces.shape[0] != vertices.shape[0]:
-            raise ValueError(
-                f"faces: expected batch size {vertices.shape[0]} (as vertices), got {faces.shape[0]}"
-            )
+            raise ValueError(f"faces: expected batch size {vertices.shape[0]} (as vertices), got {faces.shape[0]}")
         if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= vertices.shape[1]):
             lo, hi = int(faces.min()), int(faces.max())
             raise ValueError(f"faces: expected indices in [0, {vertices.shape[1]}), got [{lo}, {hi}]")
@@ -125,9 +123,7 @@ class Mesh:
             ok = textures.dim() == 4 and textures.shape[1] == F and textures.shape[3] == 3
             ok = ok and r2 >= 1 and round(r2**0.5) ** 2 == r2 and textures.shape[0] in (1, B)
             if not ok:
-                raise ValueError(
-                    f"textures: expected surface shape [{B}, {F}, R*R, 3], got {list(textures.shape)}"
-                )
+                raise ValueError(f"textures: expected surface shape [{B}, {F}, R*R, 3], got {list(textures.shape)}")
         else:
             if textures.dim() == 2:
                 textures = textures[None]
@@ -205,12 +201,7 @@ class Mesh:
         v = self._vertices if vertices is None else vertices
         t = self._textures if textures is None else textures
         faces = self._faces
-        if (
-            isinstance(v, torch.Tensor)
-            and v.dim() == 3
-            and v.shape[0] != faces.shape[0]
-            and faces.shape[0] == 1
-        ):
+        if isinstance(v, torch.Tensor) and v.dim() == 3 and v.shape[0] != faces.shape[0] and faces.shape[0] == 1:
             faces = faces.expand(v.shape[0], -1, -1)
         if isinstance(t, torch.Tensor) and t.shape[0] == 1 and faces.shape[0] > 1:
             t = t.expand(faces.shape[0], *t.shape[1:])
@@ -235,9 +226,7 @@ class Mesh:
         return self.to("cpu")
 
     def detach(self) -> Mesh:
-        return Mesh(
-            self._vertices.detach(), self._faces, self._textures.detach(), texture_type=self.texture_type
-        )
+        return Mesh(self._vertices.detach(), self._faces, self._textures.detach(), texture_type=self.texture_type)
 
     # ---- files --------------------------------------------------------------------------
     @classmethod
@@ -265,9 +254,7 @@ class Mesh:
             textures = None
         return cls(vertices, faces, textures, texture_res=texture_res, texture_type=texture_type)
 
-    def save_obj(
-        self, filename_obj: str | Path, save_texture: bool = False, texture_res_out: int = 16
-    ) -> None:
+    def save_obj(self, filename_obj: str | Path, save_texture: bool = False, texture_res_out: int = 16) -> None:
         """Writes the mesh (batch size 1) as OBJ, with MTL + PNG atlas or vertex colours."""
         from .io import save_obj
 

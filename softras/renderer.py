@@ -89,13 +89,9 @@ class SoftRasterizer(nn.Module):
         settings = self.settings()
         for m in meshes:
             if m.texture_type != settings.texture_type:
-                raise ValueError(
-                    f"mesh.texture_type: expected {settings.texture_type!r}, got {m.texture_type!r}"
-                )
+                raise ValueError(f"mesh.texture_type: expected {settings.texture_type!r}, got {m.texture_type!r}")
         fv = [m.face_vertices.reshape(-1, 3, 3) for m in meshes]
-        tex = [
-            m.face_textures.reshape(m.batch_size * m.num_faces, *m.face_textures.shape[2:]) for m in meshes
-        ]
+        tex = [m.face_textures.reshape(m.batch_size * m.num_faces, *m.face_textures.shape[2:]) for m in meshes]
         counts = [m.num_faces for m in meshes for _ in range(m.batch_size)]
         first = torch.tensor([0] + counts[:-1], device=fv[0].device).cumsum(0)
         images = soft_rasterize_packed(torch.cat(fv), torch.cat(tex), first, settings, backend=self.backend)
@@ -204,6 +200,9 @@ class SoftRenderer(nn.Module):
         if len(meshes) == 1:
             return self.rasterizer(self.transform(self.lighting(meshes[0])), mode)
         eyes = self.transform.eyes if self.transform.camera_mode != "projection" else None
+        total = sum(m.batch_size for m in meshes)
+        if eyes is not None and eyes.dim() == 2 and eyes.shape[0] not in (1, total):
+            raise ValueError(f"eye: expected 1 or {total} eyes (one per image), got {eyes.shape[0]}")
         out, start = [], 0
         for m in meshes:
             eye = None
@@ -213,9 +212,7 @@ class SoftRenderer(nn.Module):
             start += m.batch_size
         return self.rasterizer(out, mode)
 
-    def forward(
-        self, vertices, faces, textures=None, mode=None, texture_type: str = "surface"
-    ) -> torch.Tensor:
+    def forward(self, vertices, faces, textures=None, mode=None, texture_type: str = "surface") -> torch.Tensor:
         return self.render_mesh(Mesh(vertices, faces, textures=textures, texture_type=texture_type), mode)
 
 

@@ -58,6 +58,10 @@ class _Viewer(nn.Module):
         eye = eye.to(device=vertices.device, dtype=vertices.dtype)
         if eye.dim() == 2 and eye.shape[0] > 1 and vertices.shape[0] == 1:
             vertices = vertices.expand(eye.shape[0], -1, -1)  # one mesh, many views
+        if eye.dim() == 2 and eye.shape[0] not in (1, vertices.shape[0]):
+            raise ValueError(
+                f"eye: expected 1 or {vertices.shape[0]} eyes (one per mesh of the batch), got {eye.shape[0]}"
+            )
         v = self._to_camera(vertices, eye)
         if self.perspective:
             return C.perspective(v, self.viewing_angle, self.image_size)
@@ -133,16 +137,12 @@ class Transform(nn.Module):
     ):
         super().__init__()
         if camera_mode not in CAMERA_MODES:
-            raise ValueError(
-                f"camera_mode: expected one of {', '.join(map(repr, CAMERA_MODES))}, got {camera_mode!r}"
-            )
+            raise ValueError(f"camera_mode: expected one of {', '.join(map(repr, CAMERA_MODES))}, got {camera_mode!r}")
         self.camera_mode = camera_mode
         if camera_mode == "projection":
             self.transformer = Projection(P, dist_coeffs, orig_size)
         elif camera_mode == "look":
-            self.transformer = Look(
-                camera_direction, perspective, viewing_angle, viewing_scale, eye, image_size
-            )
+            self.transformer = Look(camera_direction, perspective, viewing_angle, viewing_scale, eye, image_size)
         else:
             self.transformer = LookAt(perspective, viewing_angle, viewing_scale, eye, image_size)
 

@@ -10,13 +10,13 @@ std::vector<at::Tensor> forward_cuda(const at::Tensor&, const at::Tensor&, const
                                      const RasterParams&);
 std::vector<at::Tensor> backward_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      const at::Tensor&, const RasterParams&);
+                                      const at::Tensor&, const RasterParams&, bool);
 #else
 std::vector<at::Tensor> forward_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                     const RasterParams&);
 std::vector<at::Tensor> backward_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                     const at::Tensor&, const RasterParams&);
+                                     const at::Tensor&, const RasterParams&, bool);
 #endif
 }  // namespace softras
 

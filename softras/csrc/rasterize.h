@@ -197,8 +197,8 @@ SR_HD void fragment_coverage(const FaceGeom<T>& g, T px, T py, const RasterParam
               f.w[1] <= T(1) && f.w[2] >= T(0) && f.w[2] <= T(1);
   f.edge = 0;
   f.t = T(0);
-  if (DF == DistFunc::Hard) {
-    f.valid = f.inside;
+  if (DF == DistFunc::Hard) {  // D = 1 on the closed triangle: shared edges leave no crack
+    f.valid = f.covered;
     f.arg = T(0);
     f.D = T(1);
     f.one_minus_D = T(0);

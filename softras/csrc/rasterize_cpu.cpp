@@ -209,7 +209,7 @@ void backward_impl(const at::Tensor& grad_rgba, const at::Tensor& face_vertices,
   }
   const T* tex = textures.data_ptr<T>();
   T* gfv = grad_fv.data_ptr<T>();
-  T* gtex = grad_tex.data_ptr<T>();
+  T* gtex = grad_tex.defined() ? grad_tex.data_ptr<T>() : nullptr;
   const int64_t tstride = p.texture_size * 3;
   parallel_dynamic(F, 64, p.num_meshes * HW + 16 * F, [&](int64_t f) {
     const int64_t b = meshes.mesh_of_face[f];
@@ -219,8 +219,10 @@ void backward_impl(const at::Tensor& grad_rgba, const at::Tensor& face_vertices,
     face_pixel_range(g, H, W, r0, r1, c0, c1);
     const int64_t faces_in_mesh = meshes.end[b] - meshes.begin[b];
     T acc[9] = {};
-    T* gt = gtex + f * tstride;
-    auto add_tex = [gt](int64_t row, int k, T v) { gt[3 * row + k] += v; };
+    T* gt = gtex ? gtex + f * tstride : nullptr;
+    auto add_tex = [gt](int64_t row, int k, T v) {
+      if (gt) gt[3 * row + k] += v;
+    };
     for (int64_t r = r0; r <= r1; ++r) {
       const T py = pixel_y<T>(r, H);
       const PixelGrad<T>* row = pix.data() + b * HW + r * W;
@@ -256,7 +258,7 @@ std::vector<at::Tensor> forward_cpu(const at::Tensor& face_vertices_, const at::
 std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_rgba, const at::Tensor& face_vertices_,
                                      const at::Tensor& textures_, const at::Tensor& mesh_first_face_,
                                      const at::Tensor& rgba, const at::Tensor& aux,
-                                     const at::Tensor& index, const RasterParams& p) {
+                                     const at::Tensor& index, const RasterParams& p, bool texture_grad) {
   check_inputs(face_vertices_, textures_, mesh_first_face_, p, at::kCPU);
   const auto face_vertices = face_vertices_.contiguous();
   const auto textures = textures_.contiguous();
@@ -264,7 +266,8 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_rgba, const at::Tens
   const auto rgba_c = rgba.contiguous(), aux_c = aux.contiguous(), index_c = index.contiguous();
   const auto grad = grad_rgba.contiguous().to(face_vertices.scalar_type());
   auto grad_fv = at::zeros_like(face_vertices);
-  auto grad_tex = at::zeros_like(textures);
+  // texture gradients only when asked for (an undefined tensor otherwise)
+  auto grad_tex = texture_grad ? at::zeros_like(textures) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(face_vertices.scalar_type(), "soft_rasterize_backward_cpu", [&] {
     with_modes(p, [&](auto dist, auto texture) {
       backward_impl<scalar_t, decltype(dist)::value, decltype(texture)::value>(

@@ -163,10 +163,12 @@ __global__ void backward_kernel(const FaceGeom<T>* __restrict__ geom, const T* _
   for (int64_t k = bin_start[bin]; k < bin_start[bin + 1]; ++k) {
     const int64_t f = bin_faces[k];
     const FaceGeom<T>& g = geom[f];
-    T* gt = grad_tex + f * tstride;
+    T* gt = grad_tex ? grad_tex + f * tstride : nullptr;
     T out[9] = {};
     const bool hit = pair_backward<T, DF, TT>(g, tex + f * tstride, f, nf, px, py, pg, p, out,
-                                              [gt](int64_t row, int k, T v) { atomicAdd(gt + 3 * row + k, v); });
+                                              [gt](int64_t row, int k, T v) {
+                                                if (gt) atomicAdd(gt + 3 * row + k, v);
+                                              });
     if (!hit) continue;
     for (int k = 0; k < 9; ++k)
       if (out[k] != T(0)) atomicAdd(grad_fv + 9 * f + k, out[k]);
@@ -208,7 +210,7 @@ std::vector<at::Tensor> forward_cuda(const at::Tensor& face_vertices_, const at:
 std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_rgba, const at::Tensor& face_vertices_,
                                       const at::Tensor& textures_, const at::Tensor& mesh_first_face_,
                                       const at::Tensor& rgba, const at::Tensor& aux, const at::Tensor& index,
-                                      const RasterParams& params) {
+                                      const RasterParams& params, bool texture_grad) {
   check_inputs(face_vertices_, textures_, mesh_first_face_, params, at::kCUDA);
   const c10::cuda::OptionalCUDAGuard guard(face_vertices_.device());
   const auto face_vertices = face_vertices_.contiguous();
@@ -219,7 +221,8 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_rgba, const at::Ten
   RasterParams p = params;
   p.tile = kTile;
   auto grad_fv = at::zeros_like(face_vertices);
-  auto grad_tex = at::zeros_like(textures);
+  // texture gradients only when asked for (an undefined tensor otherwise)
+  auto grad_tex = texture_grad ? at::zeros_like(textures) : at::Tensor();
   if (p.num_meshes == 0) return {grad_fv, grad_tex};
   AT_DISPATCH_FLOATING_TYPES(face_vertices.scalar_type(), "soft_rasterize_backward_cuda", [&] {
     const Bins bins = build_bins<scalar_t>(face_vertices, first, p);
@@ -234,7 +237,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_rgba, const at::Ten
               bins.faces.data_ptr<int32_t>(), bins.start.data_ptr<int64_t>(),
               bins.faces_in_mesh.data_ptr<int64_t>(), bins.ntx, p, grad.data_ptr<scalar_t>(),
               rgba_c.data_ptr<scalar_t>(), aux_c.data_ptr<scalar_t>(), index_c.data_ptr<int64_t>(),
-              grad_fv.data_ptr<scalar_t>(), grad_tex.data_ptr<scalar_t>());
+              grad_fv.data_ptr<scalar_t>(), grad_tex.defined() ? grad_tex.data_ptr<scalar_t>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

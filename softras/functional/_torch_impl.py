@@ -131,9 +131,9 @@ def _shade_chunk(
         m = _first_min(w)
         arg = m * m.abs() / s.sigma_val
         valid = in_box & (inside | (m * m < s.threshold))
-    else:  # hard
+    else:  # hard: D = 1 on the closed triangle, so shared edges leave no crack
         arg = torch.full_like(w0, 30.0)  # unused: D = 1
-        valid = inside
+        valid = inside_closed
     arg = torch.where(valid, arg, torch.zeros_like(arg))
     if s.dist_func == "hard":
         D = valid.to(dtype)

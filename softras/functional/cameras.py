@@ -108,7 +108,9 @@ def face_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"faces: expected shape [{vertices.shape[0]}, F, 3], got {list(faces.shape)}")
     B, V = vertices.shape[:2]
     idx = faces.long() + (torch.arange(B, device=faces.device) * V)[:, None, None]
-    return vertices.reshape(B * V, -1)[idx]
+    # index_select's backward (index_add) is much faster than advanced indexing's (index_put)
+    out = vertices.reshape(B * V, -1).index_select(0, idx.reshape(-1))
+    return out.reshape(*faces.shape, vertices.shape[-1])
 
 
 def look(
@@ -125,17 +127,13 @@ def look(
     return look_at(vertices, eye, at=eye + _as_batch3("direction", direction, vertices), up=up)
 
 
-def orthogonal(
-    vertices: torch.Tensor, scale: float | torch.Tensor = 1.0, image_size: ImageSize | None = None
-):
+def orthogonal(vertices: torch.Tensor, scale: float | torch.Tensor = 1.0, image_size: ImageSize | None = None):
     """Orthographic projection: ``(s x, s y, z)``; ``s`` applies to the shorter image side."""
     scale = torch.as_tensor(scale, dtype=vertices.dtype, device=vertices.device)
     if scale.dim() == 1:
         scale = scale[:, None]
     sx, sy = aspect_scale(image_size)
-    return torch.stack(
-        [vertices[..., 0] * scale * sx, vertices[..., 1] * scale * sy, vertices[..., 2]], dim=-1
-    )
+    return torch.stack([vertices[..., 0] * scale * sx, vertices[..., 1] * scale * sy, vertices[..., 2]], dim=-1)
 
 
 def _rq(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,6 +58,4 @@ def directional_lighting(
     """Adds a directional light: ``light + I c max(0, n . d)`` (d is normalized)."""
     d = F.normalize(_colour(light_direction, light, "light_direction"), dim=-1, eps=1e-6)
     cosine = F.relu((normals * d[:, None, :]).sum(-1))  # [B, N]
-    return (
-        light + light_intensity * _colour(light_color, light, "light_color")[:, None, :] * cosine[..., None]
-    )
+    return light + light_intensity * _colour(light_color, light, "light_color")[:, None, :] * cosine[..., None]

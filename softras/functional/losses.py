@@ -366,9 +366,7 @@ def edge_length_loss(
     return _reduce(per_edge.mean(-1), average)
 
 
-def iou_loss(
-    predict: torch.Tensor, target: torch.Tensor, eps: float = EPS, average: bool = True
-) -> torch.Tensor:
+def iou_loss(predict: torch.Tensor, target: torch.Tensor, eps: float = EPS, average: bool = True) -> torch.Tensor:
     """Soft IoU loss of the paper: ``1 - sum(p t) / (sum(p + t - p t) + eps)`` per sample.
 
     Args:
