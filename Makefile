@@ -20,8 +20,8 @@ $(READY): pyproject.toml
 
 setup: $(READY)  ## virtual environment, torch (CPU), softras in editable mode, native build
 
-demo: $(READY)  ## run the main job on bundled data
-	$(BIN)/python -m softras.demo
+demo: $(READY)  ## run the main job on bundled data: the paper's sphere-to-airplane deformation
+	$(BIN)/softras deform
 
 test: $(READY)  ## run the test suite
 	$(BIN)/python -m pytest -q -ra tests
