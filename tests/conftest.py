@@ -25,9 +25,9 @@ def _generator(seed: int) -> torch.Generator:
 
 def _signed_area(tri: torch.Tensor) -> torch.Tensor:
     """(x1-x0)(y2-y0) - (y1-y0)(x2-x0) of a [..., 3, >=2] triangle (negative: front, clockwise)."""
-    return (tri[..., 1, 0] - tri[..., 0, 0]) * (tri[..., 2, 1] - tri[..., 0, 1]) - (
-        tri[..., 1, 1] - tri[..., 0, 1]
-    ) * (tri[..., 2, 0] - tri[..., 0, 0])
+    return (tri[..., 1, 0] - tri[..., 0, 0]) * (tri[..., 2, 1] - tri[..., 0, 1]) - (tri[..., 1, 1] - tri[..., 0, 1]) * (
+        tri[..., 2, 0] - tri[..., 0, 0]
+    )
 
 
 def random_faces(

@@ -158,24 +158,19 @@ def test_unit_cube_silhouette_bounding_box():
     cols = torch.nonzero(alpha.sum(0) > 0).flatten()
     assert (int(rows.min()), int(rows.max())) == (21, 42)
     assert (int(cols.min()), int(cols.max())) == (21, 42)
-    # every pixel of the square is covered except (possibly) those whose centre lies exactly on
-    # the diagonal shared by the front face's two triangles (see the xfail test below)
-    inner = alpha[21:43, 21:43]
-    diagonal = torch.flip(torch.eye(22, dtype=torch.bool), dims=[1])  # column = 63 - row
-    assert bool((inner[~diagonal] == 1).all())
-    assert float(alpha.sum()) == float(inner.sum())
+    assert float(alpha.sum()) == 22 * 22  # the full square
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known rasterizer bug: with dist_func='hard' a pixel centre exactly on an edge shared by "
-    "two triangles is strictly inside neither, so it is left uncovered (a crack along the diagonal)",
-)
-def test_hard_silhouette_has_no_crack_on_shared_edges():
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_hard_silhouette_has_no_crack_on_shared_edges(backend):
+    """The 22 pixel centres exactly on the diagonal shared by the front face's two triangles
+    are covered (with dist_func='hard' the triangle is closed). They were left uncovered when
+    'hard' took strictly-inside pixels only."""
     v, f = _cube()
-    r = sr.Renderer(image_size=64, anti_aliasing=False, eye=[0.0, 0.0, -3.0])
+    r = sr.Renderer(image_size=64, anti_aliasing=False, eye=[0.0, 0.0, -3.0], backend=backend)
     alpha = r(v[None], f[None])[0, 3]
-    assert float(alpha.sum()) == 22 * 22
+    diagonal = alpha[21:43, 21:43].flip(1).diagonal()  # column = 63 - row
+    assert bool((diagonal == 1).all())
 
 
 def test_tiny_quad_lights_the_expected_pixel():
@@ -191,9 +186,7 @@ def test_tiny_quad_lights_the_expected_pixel():
     alpha = r(v[None], f[None])[0, 3].double()
     idx = int(alpha.argmax())
     assert divmod(idx, W) == (20, 43)
-    rr, cc = torch.meshgrid(
-        torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij"
-    )
+    rr, cc = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
     m = alpha.sum()
     assert float((alpha * rr).sum() / m) == pytest.approx(20.415, abs=0.01)
     assert float((alpha * cc).sum() / m) == pytest.approx(42.585, abs=0.01)
@@ -397,3 +390,18 @@ def test_gradient_reaches_eye_and_matches_finite_differences():
             e[i] = h
             fd[i] = (_silhouette_loss(eye + e, target) - _silhouette_loss(eye - e, target)) / (2 * h)
     torch.testing.assert_close(g, fd, rtol=1e-4, atol=1e-6 * float(fd.abs().max()))
+
+
+def test_gradient_reaches_angles_through_set_eyes_from_angles():
+    target = torch.zeros(1, 16, 16, dtype=torch.float64)
+    target[:, 4:12, 2:10] = 1
+    azimuth = torch.tensor([20.0], dtype=torch.float64, requires_grad=True)
+    elevation = torch.tensor([10.0], dtype=torch.float64, requires_grad=True)
+    v, f = _cube()
+    r = sr.SoftRenderer(image_size=16, sigma_val=3e-3)
+    r.transform.set_eyes_from_angles(2.732, elevation, azimuth)
+    assert r.transform.eyes.dtype == torch.float64 and r.transform.eyes.requires_grad
+    alpha = r(v[None].double(), f[None])[:, 3]
+    ((alpha - target) ** 2).sum().backward()
+    for g in (azimuth.grad, elevation.grad):
+        assert g is not None and torch.isfinite(g).all() and float(g.abs().max()) > 1e-4

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,7 +114,8 @@ def test_vertex_normals_of_sphere_point_outward():
     n = m.vertex_normals[0]
     radial = torch.nn.functional.normalize(m.vertices[0], dim=-1)
     assert float((n * radial).sum(-1).min()) > 0.999
-    assert float((m.surface_normals[0] * torch.nn.functional.normalize(m.face_vertices[0].mean(1), dim=-1)).sum(-1).min()) > 0.99
+    centre = torch.nn.functional.normalize(m.face_vertices[0].mean(1), dim=-1)
+    assert float((m.surface_normals[0] * centre).sum(-1).min()) > 0.99
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,15 +145,11 @@ def test_several_directional_lights_sum():
         directions=[(0, 1, 0), (1, 0, 0)],
     )
     light = lighting.light(m)[0]
-    expected = torch.tensor(
-        [[0.5, 0.2, 0.2], [0.2, 0.2, 0.8], [0.2, 0.2, 0.2], [0.2, 0.2, 0.2]], dtype=torch.float64
-    )
+    expected = torch.tensor([[0.5, 0.2, 0.2], [0.2, 0.2, 0.8], [0.2, 0.2, 0.2], [0.2, 0.2, 0.2]], dtype=torch.float64)
     torch.testing.assert_close(light, expected)
     # one intensity / colour for all directions
     both = sr.Lighting(intensity_ambient=0.0, intensity_directionals=0.5, directions=[(0, 1, 0), (1, 0, 0)])
-    torch.testing.assert_close(
-        both.light(m)[0, :, 0], torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)
-    )
+    torch.testing.assert_close(both.light(m)[0, :, 0], torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="intensity_directionals"):
         sr.Lighting(intensity_directionals=[0.1, 0.2, 0.3], directions=[(0, 1, 0), (1, 0, 0)])
 
@@ -194,3 +192,31 @@ def test_lighting_is_differentiable():
         return srf.directional_lighting(srf.ambient_lighting(torch.zeros_like(n)), n, 0.5, (1, 1, 1), d)
 
     assert torch.autograd.gradcheck(fn, (v,))
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [(0, 1, 0), [0.0, 1.0, 0.0], [[0, 1, 0]], torch.tensor([0.0, 1.0, 0.0]), np.array([0.0, 1.0, 0.0])],
+    ids=["tuple", "list", "list-of-one", "tensor", "ndarray"],
+)
+def test_one_direction_in_any_form(direction):
+    """One light direction given as a tuple, list, tensor [3] or array [3] is one light (a 0-d
+    tensor has __len__, which once made a tensor [3] count as three directions)."""
+    m = _mesh_with_normals([[0, 1, 0], [1, 0, 0]])
+    lighting = sr.Lighting(directions=direction, color_directionals=torch.tensor([1.0, 0.5, 0.0]))
+    assert len(lighting.directionals) == 1
+    torch.testing.assert_close(
+        lighting.light(m)[0], torch.tensor([[1.0, 0.75, 0.5], [0.5, 0.5, 0.5]], dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("as_", [list, torch.tensor, np.array])
+def test_several_directions_as_tensor_or_array(as_):
+    m = _mesh_with_normals([[0, 1, 0], [1, 0, 0]])
+    lighting = sr.Lighting(
+        intensity_ambient=0.0,
+        intensity_directionals=as_([0.25, 0.75]),
+        directions=as_([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+    )
+    assert len(lighting.directionals) == 2
+    torch.testing.assert_close(lighting.light(m)[0, :, 0], torch.tensor([0.25, 0.75], dtype=torch.float64))

@@ -217,18 +217,14 @@ def test_flatten_named_configurations():
 
 def test_flatten_tetrahedra():
     # regular tetrahedron: dihedral cos = 1/3 on all 6 edges -> 6 (4/3)^2 = 32/3
-    torch.testing.assert_close(
-        FlattenLoss(TET_F).double()(TET_V[None]), torch.tensor([32 / 3], dtype=torch.float64)
-    )
+    torch.testing.assert_close(FlattenLoss(TET_F).double()(TET_V[None]), torch.tensor([32 / 3], dtype=torch.float64))
     # corner tetrahedron: the 3 edges at the origin fold at 90 deg (cos 0 -> 1 each); the 3
     # edges of the slanted face have cos = 1/sqrt(3) -> 3 + 3 (1 + 1/sqrt 3)^2 = 7 + 2 sqrt 3
     torch.testing.assert_close(
         FlattenLoss(TET_F)(CORNER_V[None]), torch.tensor([7 + 2 * math.sqrt(3)], dtype=torch.float64)
     )
     # normal consistency: mean over edges of 1 + cos θ
-    torch.testing.assert_close(
-        normal_consistency_loss(TET_V[None], TET_F), torch.tensor([4 / 3], dtype=torch.float64)
-    )
+    torch.testing.assert_close(normal_consistency_loss(TET_V[None], TET_F), torch.tensor([4 / 3], dtype=torch.float64))
     torch.testing.assert_close(
         normal_consistency_loss(CORNER_V[None], TET_F),
         torch.tensor([1 + 1 / (2 * math.sqrt(3))], dtype=torch.float64),
@@ -309,9 +305,7 @@ def test_iou_loss_hand_values():
     # overlap 1 of 3 -> 2/3
     assert iou_loss(m[:1], m[1:]).item() == pytest.approx(2 / 3, abs=1e-6)
     # soft: p = (0.5, 0.5), t = (1, 0): intersect 0.5, union 1 + 0.5 -> 2/3
-    assert iou_loss(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
-        2 / 3, abs=1e-6
-    )
+    assert iou_loss(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(2 / 3, abs=1e-6)
     # batch [B, H, W]: per image 0 and 2/3, mean 1/3
     p = torch.stack([m[0].view(2, 2), m[0].view(2, 2)])
     t = torch.stack([m[0].view(2, 2), m[1].view(2, 2)])
@@ -341,6 +335,4 @@ def test_losses_on_cuda_match_cpu():
         torch.testing.assert_close(gpu.cpu(), cpu)
         assert torch.isfinite(xc.grad).all()
     p = torch.rand(2, 8, 8)
-    torch.testing.assert_close(
-        iou_loss(p.cuda(), (p > 0.5).float().cuda()).cpu(), iou_loss(p, (p > 0.5).float())
-    )
+    torch.testing.assert_close(iou_loss(p.cuda(), (p > 0.5).float().cuda()).cpu(), iou_loss(p, (p > 0.5).float()))

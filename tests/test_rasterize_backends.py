@@ -190,9 +190,7 @@ def test_fragments_padded_match_reference(fill, dtype):
     assert frag.face_index.dtype == torch.int64 and frag.face_index.shape == (3, 13, 17)
     assert frag.depth.dtype == dtype and frag.depth.shape == (3, 13, 17)
     assert torch.equal(frag.face_index, rfrag.face_index)
-    torch.testing.assert_close(
-        frag.depth, rfrag.depth, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0
-    )
+    torch.testing.assert_close(frag.depth, rfrag.depth, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
     # within-mesh indices, -1 exactly where the depth is -1
     assert int(frag.face_index.min()) >= -1 and int(frag.face_index.max()) < 10
     assert torch.equal(frag.face_index == -1, frag.depth == -1)
@@ -208,15 +206,11 @@ def test_fragments_padded_match_reference(fill, dtype):
 def test_fragments_packed_index_is_packed(dtype):
     counts = (0, 3, 11)
     fv, tex, first = _packed_scene(counts, "surface", 2, dtype, seed=5)
-    settings = RasterSettings(
-        **_settings_kw("barycentric", "softmax", "sum", "surface", True, image_size=(12, 16))
-    )
+    settings = RasterSettings(**_settings_kw("barycentric", "softmax", "sum", "surface", True, image_size=(12, 16)))
     out, frag = soft_rasterize_packed(fv, tex, first, settings, backend="cpu", return_fragments=True)
     ref, rfrag = soft_rasterize_packed(fv, tex, first, settings, backend="reference", return_fragments=True)
     assert torch.equal(frag.face_index, rfrag.face_index)
-    torch.testing.assert_close(
-        frag.depth, rfrag.depth, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0
-    )
+    torch.testing.assert_close(frag.depth, rfrag.depth, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
     # packed indices fall inside each mesh's own range; the empty mesh covers nothing
     assert bool((frag.face_index[0] == -1).all()) and bool((frag.depth[0] == -1).all())
     assert bool(((frag.face_index[1] == -1) | ((frag.face_index[1] >= 0) & (frag.face_index[1] < 3))).all())
@@ -283,13 +277,9 @@ def test_fragments_by_hand(backend):
     flipped = fv[:, [0, 2, 1]]
     _, frag = soft_rasterize(flipped[None], tex, backend=backend, return_fragments=True, **kw)
     assert bool((frag.face_index == -1).all()) and bool((frag.depth == -1).all())
-    _, frag = soft_rasterize(
-        flipped[None], tex, backend=backend, return_fragments=True, **{**kw, "fill_back": True}
-    )
+    _, frag = soft_rasterize(flipped[None], tex, backend=backend, return_fragments=True, **{**kw, "fill_back": True})
     assert bool((frag.face_index >= 0).any())
-    _, frag = soft_rasterize(
-        fv[None], tex, backend=backend, return_fragments=True, **{**kw, "near": 5.0, "far": 9.0}
-    )
+    _, frag = soft_rasterize(fv[None], tex, backend=backend, return_fragments=True, **{**kw, "near": 5.0, "far": 9.0})
     assert bool((frag.face_index == -1).all())
 
 

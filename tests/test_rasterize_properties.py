@@ -141,9 +141,7 @@ def test_pixel_on_an_edge_has_probability_one_half(backend, dist_func, dtype):
 @pytest.mark.parametrize("far_x", [50.0, 1e3])
 def test_far_away_face_does_not_change_alpha(backend, far_x):
     fv, tex = random_scene(2, 8, "surface", 1, torch.float64, seed=4)
-    far_face = torch.tensor(
-        [[far_x, 0.0, 3.0], [far_x + 1, 1.0, 3.0], [far_x + 1, 0.0, 3.0]], dtype=torch.float64
-    )
+    far_face = torch.tensor([[far_x, 0.0, 3.0], [far_x + 1, 1.0, 3.0], [far_x + 1, 0.0, 3.0]], dtype=torch.float64)
     fv2 = torch.cat([fv, far_face.expand(2, 1, 3, 3)], dim=1)
     tex2 = torch.cat([tex, torch.rand(2, 1, 1, 3, dtype=torch.float64)], dim=1)
     for alpha in ("prod", "hard", "sum"):
@@ -221,9 +219,7 @@ def test_background_weight_is_exp_eps_over_gamma(backend, eps):
     zbar = (far - z) / (far - near)
     wf, wb = D * math.exp(zbar / gamma), math.exp(eps / gamma)
     expected = [(wf * c + wb * b) / (wf + wb) for c, b in zip(colour, bg)]
-    torch.testing.assert_close(
-        out[0, :3, 5, 4], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0
-    )
+    torch.testing.assert_close(out[0, :3, 5, 4], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
     assert abs(float(out[0, 3, 5, 4]) - D) < 1e-14
     # the original's e^{2 eps / gamma} would give a visibly different colour
     wb2 = math.exp(2 * eps / gamma)

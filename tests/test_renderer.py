@@ -140,9 +140,7 @@ def test_anti_aliasing_equals_avg_pool_of_double_size():
     # non-square
     aa = sr.SoftRenderer(image_size=(24, 40), anti_aliasing=True, **kw)
     big = sr.SoftRenderer(image_size=(48, 80), **kw)
-    torch.testing.assert_close(
-        aa.render_mesh(m), F.avg_pool2d(big.render_mesh(m), 2), atol=1e-6, rtol=0
-    )
+    torch.testing.assert_close(aa.render_mesh(m), F.avg_pool2d(big.render_mesh(m), 2), atol=1e-6, rtol=0)
 
 
 def test_list_of_meshes_equals_separate_renders():
@@ -267,3 +265,15 @@ def test_compatibility_names_exist():
         "voxelization",
     ]:
         assert callable(getattr(srf, name)), name
+
+
+def test_eye_count_mismatch_raises():
+    m = _sphere()
+    r = sr.SoftRenderer(image_size=16)
+    r.transform.set_eyes(srf.get_points_from_angles(2.732, 0, torch.tensor([0.0, 90.0])))
+    with pytest.raises(ValueError, match="eye"):
+        r.render_mesh([m, m, m])  # 3 images, 2 eyes
+    two = sr.Mesh(torch.cat([m.vertices] * 2), m.faces[0])
+    r.transform.set_eyes(srf.get_points_from_angles(2.732, 0, torch.tensor([0.0, 90.0, 180.0])))
+    with pytest.raises(ValueError, match="eye"):
+        r.render_mesh(two)  # a batch of 2 meshes, 3 eyes

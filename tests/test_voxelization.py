@@ -33,9 +33,7 @@ def cube(lo, hi) -> tuple[torch.Tensor, torch.Tensor]:
     wound counter-clockwise seen from outside. Face order: -x, +x, -y, +y, -z, +z (2 each)."""
     lo = torch.as_tensor(lo, dtype=torch.float64).expand(3)
     hi = torch.as_tensor(hi, dtype=torch.float64).expand(3)
-    corners = torch.tensor(
-        [[(i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=torch.float64
-    )
+    corners = torch.tensor([[(i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=torch.float64)
     v = lo + corners * (hi - lo)  # vertex i has x = bit 0, y = bit 1, z = bit 2
     quads = [(0, 4, 6, 2), (1, 3, 7, 5), (0, 1, 5, 4), (2, 6, 7, 3), (0, 2, 3, 1), (4, 5, 7, 6)]
     f = torch.tensor([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
