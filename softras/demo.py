@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from .functional import soft_rasterize
 from .functional.cameras import face_vertices, get_points_from_angles, look_at, perspective
 from .io import load_obj_geometry
+from .tasks._run import new_run_dir
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -32,19 +32,6 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
     """[B, C, H, W] in [0, 1] -> one row of images, uint8 [H, B*W, C]."""
     img = img.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     return (np.concatenate(list(img), axis=1) * 255).round().astype(np.uint8)
-
-
-def new_run_dir(root: Path) -> Path:
-    """A fresh folder root/<date>_<time>[_k]; never reuses an existing one."""
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    for k in range(1000):
-        path = root / (stamp if k == 0 else f"{stamp}_{k}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run folder under {root}")
 
 
 def render(vertices, faces, colours, eye, size, sigma, gamma):

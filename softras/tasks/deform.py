@@ -158,20 +158,26 @@ def run(cfg: Any, out_dir: str | Path) -> dict:
     if steps < 0:
         raise ValueError(f"steps: expected a count >= 0, got {steps}")
 
+    ckpt_path = None
+    if cfg.resume:
+        ckpt_path = Path(str(cfg.resume)) / "checkpoint.pt"
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"resume: no checkpoint.pt in {cfg.resume}")
+
+    start = time.time()
+    # the inputs are read and checked before the run folder is filled, so that a missing or
+    # bad input is one error line and leaves no run folder behind
+    target, eyes = load_targets(cfg, settings, device)
+    v0, faces = load_obj_geometry(template)
+    model = DeformModel((v0 * float(cfg.template.scale)).to(device), faces.to(device), float(cfg.template.min_abs))
+
     with Run(cfg, out_dir, "deform") as run_:
-        start = time.time()
-        target, eyes = load_targets(cfg, settings, device)
-        v0, faces = load_obj_geometry(template)
-        model = DeformModel((v0 * float(cfg.template.scale)).to(device), faces.to(device), float(cfg.template.min_abs))
         laplacian = LaplacianLoss(model().detach(), faces).to(device)
         flatten = FlattenLoss(faces).to(device)
         optim_cfg = cfg.optim
         optimizer = torch.optim.Adam(model.parameters(), lr=float(optim_cfg.lr), betas=tuple(optim_cfg.betas))
         first_step = 0
-        if cfg.resume:
-            ckpt_path = Path(str(cfg.resume)) / "checkpoint.pt"
-            if not ckpt_path.is_file():
-                raise FileNotFoundError(f"resume: no checkpoint.pt in {cfg.resume}")
+        if ckpt_path is not None:
             ckpt = torch.load(ckpt_path, map_location=device)
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
