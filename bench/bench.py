@@ -489,9 +489,7 @@ def spawn_case(workload: str, backend: str, repeats: int, mode: str) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(
-                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CASE_TIMEOUT_S
-            )
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CASE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return {"workload": workload, "backend": backend, "error": f"timed out after {CASE_TIMEOUT_S} s"}
         wall = time.perf_counter() - t0
@@ -591,9 +589,7 @@ def print_table(cases: list[dict]) -> None:
         print(line.format(*r))
     extrap = [c for c in cases if not c.get("error") and c["extrapolated"]]
     if extrap:
-        print(
-            "\n* reference times are EXTRAPOLATED from a fraction of the problem (peak memory not measured):"
-        )
+        print("\n* reference times are EXTRAPOLATED from a fraction of the problem (peak memory not measured):")
         for c in extrap:
             print(f"  {c['workload']}: {c['scaled']}")
     print("speedup = reference fwd+bwd / backend fwd+bwd (reference on CPU)")
@@ -610,9 +606,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.split("\n\n")[0])
     default_backends = "reference,cpu" + (",cuda" if torch.cuda.is_available() else "")
     p.add_argument("--backends", default=default_backends, help=f"comma list (default {default_backends})")
-    p.add_argument(
-        "--repeats", type=int, default=None, help="timed calls per case (default 5; 2 with --quick)"
-    )
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 5; 2 with --quick)")
     p.add_argument("--workloads", default=",".join(ALL_WORKLOADS), help="comma list (default W1,W2,W3)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
     p.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller reference sample")

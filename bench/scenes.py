@@ -64,9 +64,7 @@ def subdivide(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor
     Orientation is kept."""
     V = vertices.shape[0]
     a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
-    edges = torch.stack(
-        [torch.stack([a, b], 1), torch.stack([b, c], 1), torch.stack([c, a], 1)], 1
-    )  # [F,3,2]
+    edges = torch.stack([torch.stack([a, b], 1), torch.stack([b, c], 1), torch.stack([c, a], 1)], 1)  # [F,3,2]
     lo, hi = edges.min(-1).values, edges.max(-1).values
     key = lo * V + hi  # [F, 3]
     uniq, inv = torch.unique(key.reshape(-1), return_inverse=True)

@@ -99,13 +99,15 @@ def expand_config_arg(sub: str, args: list[str]) -> list[str]:
 
 
 def _run_dir_override(sub: str, args: list[str]) -> list[str]:
-    """A run folder that does not exist yet, unless the user chose one."""
+    """A run (or sweep) folder that does not exist yet, unless the user chose one."""
     if any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
         return []
     from .tasks._run import new_run_dir
 
     if "-m" in args or "--multirun" in args:
-        return []
+        path = new_run_dir(Path("outputs") / sub, prefix="multirun_")
+        path.rmdir()  # Hydra creates it (same-second sweeps get _1, _2, ...)
+        return [f"hydra.sweep.dir={path}"]
     path = new_run_dir(Path("outputs") / sub)
     path.rmdir()  # Hydra creates it; the name is ours alone (same-second runs get _1, _2, ...)
     return [f"hydra.run.dir={path}"]
@@ -122,11 +124,16 @@ def run_subcommand(sub: str, args: list[str]) -> int:
     module_name = SUBCOMMANDS[sub][0]
     helping = any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info") for a in args)
     args = expand_config_arg(sub, args)
+    sweep_dir: Path | None = None
     multirun = "-m" in args or "--multirun" in args
-    if not helping and not multirun:
-        _check_overrides(sub, args)
     if not helping:
-        args = _run_dir_override(sub, args) + args
+        _check_overrides(sub, args, multirun)
+        # -m first, then the folder: a flag between two overrides would split them for argparse
+        flags = [a for a in args if a in ("-m", "--multirun")]
+        folder = _run_dir_override(sub, args)
+        args = flags + folder + [a for a in args if a not in ("-m", "--multirun")]
+        if multirun and folder:
+            sweep_dir = Path(folder[0].split("=", 1)[1])
     result: dict = {}
 
     def task(cfg) -> float | None:
@@ -139,6 +146,10 @@ def run_subcommand(sub: str, args: list[str]) -> int:
             _remove_if_unused(Path(out_dir))
             return None
         result["metrics"] = metrics
+        if isinstance(metrics, dict) and metrics.get("status") == "interrupted":
+            result["interrupted"] = True
+            if multirun:
+                raise KeyboardInterrupt  # one Ctrl-C (or SIGTERM) ends the whole sweep
         key = getattr(module, "PRIMARY_METRIC", None)
         return metrics.get(key) if isinstance(metrics, dict) and key else None
 
@@ -155,31 +166,58 @@ def run_subcommand(sub: str, args: list[str]) -> int:
         return 2
     except SystemExit as err:
         return int(err.code or 0) if not isinstance(err.code, str) else 1
+    except KeyboardInterrupt:  # outside a run's own handling (or a sweep stopped)
+        result["interrupted"] = True
     finally:
         sys.argv = saved
         logging.getLogger("softras").removeHandler(handler)
+    if sweep_dir is not None:
+        _remove_if_unused(sweep_dir, keep_out=("multirun.yaml",))  # a sweep whose every job failed at once
     for err in result.get("errors", []):
         print(f"softras {sub}: error: {err}", file=sys.stderr)
+    if result.get("interrupted"):
+        print(f"softras {sub}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for Ctrl-C: the run did not complete
     return 2 if result.get("errors") else 0
 
 
-def _check_overrides(sub: str, args: list[str]) -> None:
-    """Composes the config once up front so a bad override is one line naming the key."""
+def _first_of_sweep(overrides: list[str]) -> list[str]:
+    """The overrides of a sweep's first job (``a=1,2`` -> ``a=1``); sweeps that cannot be
+    listed here (globs, intervals for optimizing sweepers) are left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    out: list[str] = []
+    for ov in OverridesParser.create().parse_overrides(overrides):
+        if not ov.is_sweep_override():
+            out.append(str(ov.input_line))
+        elif ov.is_range_sweep() or ov.value_type in (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP):
+            first = next(iter(ov.sweep_string_iterator()), None)
+            if first is not None:
+                out.append(f"{ov.get_key_element()}={first}")
+    return out
+
+
+def _check_overrides(sub: str, args: list[str], multirun: bool = False) -> None:
+    """Composes the config once up front so a bad override is one line naming the key
+    (for a sweep: the first job's config)."""
     from .config import compose
 
     overrides = [a for a in args if not a.startswith(("hydra.", "-"))]
     try:
+        if multirun:
+            overrides = _first_of_sweep(overrides)
         compose(sub, overrides)
     except Exception as err:  # noqa: BLE001 - Hydra's composition and parse errors
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         raise UserError(" ".join(lines[:3]) or type(err).__name__) from None
 
 
-def _remove_if_unused(path: Path) -> None:
+def _remove_if_unused(path: Path, keep_out: tuple[str, ...] = ()) -> None:
     """Removes a run folder that holds nothing but Hydra's own notes (the run never began)."""
     import shutil
 
-    if path.is_dir() and all(p.name == ".hydra" for p in path.iterdir()):
+    if path.is_dir() and all(p.name in (".hydra", *keep_out) for p in path.iterdir()):
         shutil.rmtree(path, ignore_errors=True)
 
 

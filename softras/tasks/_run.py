@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import signal
 import threading
@@ -21,10 +22,10 @@ import torch
 log = logging.getLogger("softras")
 
 
-def new_run_dir(root: str | Path) -> Path:
-    """A fresh folder ``root/<date>_<time>`` (``_1``, ``_2``, ... if taken); never reuses one."""
+def new_run_dir(root: str | Path, prefix: str = "") -> Path:
+    """A fresh folder ``root/<prefix><date>_<time>`` (``_1``, ``_2``, ... if taken); never reuses one."""
     root = Path(root)
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = prefix + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for k in range(10000):
         path = root / (stamp if k == 0 else f"{stamp}_{k}")
         try:
@@ -50,14 +51,48 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def as_int(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming the config key."""
+def as_int(name: str, value: Any, least: int | None = None) -> int:
+    """``value`` as an int (at least ``least``), or a ValueError naming the config key."""
     try:
         if isinstance(value, bool) or float(value) != int(float(value)):
             raise ValueError
-        return int(float(value))
-    except (TypeError, ValueError):
+        number = int(float(value))
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+    if least is not None and number < least:
+        raise ValueError(f"{name}: expected an integer >= {least}, got {number}")
+    return number
+
+
+def as_float(name: str, value: Any, positive: bool = False) -> float:
+    """``value`` as a finite float (> 0 with ``positive``), or a ValueError naming the config key."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if positive and number <= 0:
+        raise ValueError(f"{name}: expected a number > 0, got {number!r}")
+    return number
+
+
+def as_floats(name: str, values: Any, positive: bool = False) -> list[float]:
+    """A non-empty list of numbers, or a ValueError naming the config key (and the index)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name}: expected a list of numbers, got {values!r}")
+    out = [as_float(f"{name}[{i}]", v, positive) for i, v in enumerate(values)]
+    if not out:
+        raise ValueError(f"{name}: expected a non-empty list of numbers")
+    return out
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-blank line of an exception's message (or its type's name)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def seed_everything(seed: int) -> None:

@@ -22,10 +22,10 @@ from tqdm import tqdm
 from ..functional.cameras import face_vertices, get_points_from_angles, look_at, perspective
 from ..functional.losses import iou_loss
 from ..functional.rasterize import soft_rasterize_packed
-from ..functional.settings import RasterSettings
+from ..functional.settings import BACKENDS, RasterSettings
 from ..io import load_obj_geometry, save_obj
 from ..losses import FlattenLoss, LaplacianLoss
-from ._run import Run, as_int, image_grid, resolve_device, seed_everything, to_uint8
+from ._run import Run, as_float, as_floats, as_int, first_line, image_grid, resolve_device, seed_everything, to_uint8
 
 log = logging.getLogger("softras")
 PRIMARY_METRIC = "mean_hard_iou"
@@ -57,9 +57,14 @@ class DeformModel(nn.Module):
 
 
 def _cameras_from_file(path: Path) -> np.ndarray:
-    cams = (
-        np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=None if path.suffix != ".csv" else ",")
-    )
+    try:
+        cams = (
+            np.load(path)
+            if path.suffix == ".npy"
+            else np.loadtxt(path, delimiter=None if path.suffix != ".csv" else ",")
+        )
+    except Exception as err:  # noqa: BLE001 - numpy's many ways to fail on a bad file
+        raise ValueError(f"target.cameras: cannot read {path} ({first_line(err)})") from None
     cams = np.asarray(cams, dtype=np.float64).reshape(-1, 3) if np.asarray(cams).size % 3 == 0 else None
     if cams is None:
         raise ValueError(f"target.cameras: {path} must hold rows of (distance, elevation, azimuth)")
@@ -71,19 +76,18 @@ def load_targets(cfg, settings: RasterSettings, device) -> tuple[torch.Tensor, t
     t = cfg.target
     H, W = settings.image_size
     if t.mesh:
-        path = Path(str(t.mesh))
-        if not path.is_file():
-            raise FileNotFoundError(f"target.mesh: no such file {path}")
-        v, f = load_obj_geometry(path)
+        v, f = _load_mesh("target.mesh", Path(str(t.mesh)))
         v = v - (v.amax(0) + v.amin(0)) / 2
-        v = v / v.abs().max() * 0.5  # inside the unit cube, like the template
-        elev = torch.tensor([float(e) for e in t.ring.elevations])
-        azim = -torch.arange(int(t.ring.azimuths), dtype=torch.float32) * (360.0 / int(t.ring.azimuths))
+        v = v / v.abs().max().clamp_min(1e-12) * 0.5  # inside the unit cube, like the template
+        elev = torch.tensor(as_floats("target.ring.elevations", t.ring.elevations))
+        n_azim = as_int("target.ring.azimuths", t.ring.azimuths, least=1)
+        azim = -torch.arange(n_azim, dtype=torch.float32) * (360.0 / n_azim)
         elev, azim = elev.repeat_interleave(len(azim)), azim.repeat(len(elev))
-        eyes = get_points_from_angles(float(t.ring.distance), elev, azim).to(device)
+        distance = as_float("target.ring.distance", t.ring.distance, positive=True)
+        eyes = get_points_from_angles(distance, elev, azim).to(device)
         with torch.no_grad():
             alpha = render_alpha(
-                v.to(device), f.to(device), eyes, settings, cfg.renderer.viewing_angle, cfg.renderer.backend
+                v.to(device), f.to(device), eyes, settings, float(cfg.renderer.viewing_angle), cfg.renderer.backend
             )
         return alpha, eyes
     cameras = Path(str(t.cameras))
@@ -101,7 +105,10 @@ def load_targets(cfg, settings: RasterSettings, device) -> tuple[torch.Tensor, t
             raise ValueError(f"target.masks: {len(files)} images in {folder} but {len(cams)} cameras in {cameras}")
         masks = []
         for p in files:
-            img = np.asarray(imageio.imread(p)).astype(np.float32) / 255.0
+            try:
+                img = np.asarray(imageio.imread(p)).astype(np.float32) / 255.0
+            except Exception as err:  # noqa: BLE001 - imageio's many ways to fail on a bad file
+                raise ValueError(f"target.masks: cannot read {p} ({first_line(err)})") from None
             m = img[..., 3] if img.ndim == 3 and img.shape[2] == 4 else (img.mean(-1) if img.ndim == 3 else img)
             masks.append(torch.from_numpy(m))
         alpha = torch.stack(masks)
@@ -109,7 +116,10 @@ def load_targets(cfg, settings: RasterSettings, device) -> tuple[torch.Tensor, t
         images = Path(str(t.images))
         if not images.is_file():
             raise FileNotFoundError(f"target.images: no such file {images}")
-        data = np.load(images)
+        try:
+            data = np.load(images)
+        except Exception as err:  # noqa: BLE001 - not a .npy file
+            raise ValueError(f"target.images: cannot read {images} ({first_line(err)})") from None
         if data.ndim != 4 or data.shape[1] != 4:
             raise ValueError(f"target.images: expected [N, 4, H, W] RGBA, got shape {list(data.shape)}")
         if len(data) != len(cams):
@@ -118,8 +128,9 @@ def load_targets(cfg, settings: RasterSettings, device) -> tuple[torch.Tensor, t
     if tuple(alpha.shape[1:]) != (H, W):
         alpha = F.interpolate(alpha[:, None], size=(H, W), mode="area")[:, 0]
     eyes = get_points_from_angles(cams[:, 0], cams[:, 1], cams[:, 2])
-    if t.get("views"):
-        keep = torch.linspace(0, len(eyes) - 1, min(int(t.views), len(eyes))).round().long()
+    if t.get("views") is not None:
+        views = as_int("target.views", t.views, least=1)
+        keep = torch.linspace(0, len(eyes) - 1, min(views, len(eyes))).round().long()
         alpha, eyes = alpha[keep], eyes[keep]
     return alpha.to(device), eyes.to(device)
 
@@ -143,63 +154,98 @@ def hard_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def _load_mesh(key: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: no such file {path}")
+    v, f = load_obj_geometry(path)
+    if f.shape[0] == 0:
+        raise ValueError(f"{key}: no faces in {path}")
+    return v, f
+
+
+def _settings(r) -> RasterSettings:
+    try:
+        return RasterSettings(
+            image_size=r.image_size, sigma_val=r.sigma_val, dist_eps=r.dist_eps, aggr_func_rgb=r.aggr_func_rgb
+        )
+    except ValueError as err:
+        raise ValueError(f"renderer.{err}") from None
+
+
 def run(cfg: Any, out_dir: str | Path) -> dict:
     """Runs the deformation; returns the metrics (also written to metrics.json)."""
-    seed_everything(int(cfg.seed))
+    # every input is read and checked before the run folder is filled, so that a bad value or
+    # a missing file is one error line (naming the key) and leaves no run folder behind
+    seed_everything(as_int("seed", cfg.seed))
     device = resolve_device(str(cfg.device))
     r = cfg.renderer
-    settings = RasterSettings(
-        image_size=r.image_size, sigma_val=r.sigma_val, dist_eps=r.dist_eps, aggr_func_rgb=r.aggr_func_rgb
-    )
+    settings = _settings(r)
+    viewing_angle = as_float("renderer.viewing_angle", r.viewing_angle, positive=True)
+    if r.backend not in BACKENDS:
+        raise ValueError(f"renderer.backend: expected one of {', '.join(map(repr, BACKENDS))}, got {r.backend!r}")
     template = Path(str(cfg.template.mesh))
     if not template.is_file():
         raise FileNotFoundError(f"template.mesh: no such file {template}")
-    steps = as_int("steps", cfg.steps)
-    if steps < 0:
-        raise ValueError(f"steps: expected a count >= 0, got {steps}")
+    steps = as_int("steps", cfg.steps, least=0)
+    scale = as_float("template.scale", cfg.template.scale, positive=True)
+    min_abs = as_float("template.min_abs", cfg.template.min_abs, positive=True)
+    w_lap = as_float("loss.laplacian", cfg.loss.laplacian)
+    w_flat = as_float("loss.flatten", cfg.loss.flatten)
+    lr = as_float("optim.lr", cfg.optim.lr, positive=True)
+    betas = as_floats("optim.betas", cfg.optim.betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"optim.betas: expected two numbers in [0, 1), got {list(cfg.optim.betas)!r}")
+    kinds = ("scalars_every", "images_every", "mesh_every", "gif_every")
+    every = {k: as_int(f"logger.{k}", cfg.logger[k], least=1) for k in kinds}
+    checkpoint_every = as_int("checkpoint_every", cfg.checkpoint_every, least=0)
 
-    ckpt_path = None
+    ckpt = None
     if cfg.resume:
         ckpt_path = Path(str(cfg.resume)) / "checkpoint.pt"
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"resume: no checkpoint.pt in {cfg.resume}")
+        try:
+            ckpt = torch.load(ckpt_path, map_location=device)
+            ckpt_step = int(ckpt["step"])
+        except Exception as err:  # noqa: BLE001 - not a checkpoint of this task
+            raise ValueError(f"resume: cannot read {ckpt_path} ({first_line(err)})") from None
+        if ckpt_step > steps:
+            raise ValueError(f"steps: the checkpoint in resume is at step {ckpt_step}, past steps={steps}")
 
     start = time.time()
-    # the inputs are read and checked before the run folder is filled, so that a missing or
-    # bad input is one error line and leaves no run folder behind
     target, eyes = load_targets(cfg, settings, device)
-    v0, faces = load_obj_geometry(template)
-    model = DeformModel((v0 * float(cfg.template.scale)).to(device), faces.to(device), float(cfg.template.min_abs))
-
-    with Run(cfg, out_dir, "deform") as run_:
-        laplacian = LaplacianLoss(model().detach(), faces).to(device)
-        flatten = FlattenLoss(faces).to(device)
-        optim_cfg = cfg.optim
-        optimizer = torch.optim.Adam(model.parameters(), lr=float(optim_cfg.lr), betas=tuple(optim_cfg.betas))
-        first_step = 0
-        if ckpt_path is not None:
-            ckpt = torch.load(ckpt_path, map_location=device)
+    v0, faces = _load_mesh("template.mesh", template)
+    model = DeformModel((v0 * scale).to(device), faces.to(device), min_abs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(betas))
+    first_step = 0
+    if ckpt is not None:
+        try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            first_step = int(ckpt["step"])
+        except Exception as err:  # noqa: BLE001 - a checkpoint of another template
+            raise ValueError(f"resume: {ckpt_path} does not fit this template ({first_line(err)})") from None
+        first_step = ckpt_step
+
+    with Run(cfg, out_dir, "deform") as run_:
+        if ckpt is not None:
             log.info("deform: resumed from %s at step %d", ckpt_path, first_step)
+        laplacian = LaplacianLoss(model().detach(), faces).to(device)
+        flatten = FlattenLoss(faces).to(device)
 
         def save_checkpoint(step: int) -> None:
             tmp = run_.dir / "checkpoint.pt.tmp"
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
             tmp.replace(run_.dir / "checkpoint.pt")
 
-        lg = cfg.logger
         show = torch.linspace(0, len(eyes) - 1, min(4, len(eyes))).long()  # views shown in images
         frames: list[np.ndarray] = []
-        w_lap, w_flat = float(cfg.loss.laplacian), float(cfg.loss.flatten)
         step = first_step
         run_.metrics.update(steps=steps, views=len(eyes), device=str(device))
         try:
             bar = tqdm(range(first_step, steps), desc="deform", initial=first_step, total=steps, dynamic_ncols=True)
             for step in bar:
                 vertices = model()
-                alpha = render_alpha(vertices, faces.to(device), eyes, settings, r.viewing_angle, r.backend)
+                alpha = render_alpha(vertices, faces.to(device), eyes, settings, viewing_angle, r.backend)
                 l_iou = iou_loss(alpha, target)
                 l_lap = laplacian(vertices[None]).mean()
                 l_flat = flatten(vertices[None]).mean()
@@ -207,7 +253,7 @@ def run(cfg: Any, out_dir: str | Path) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if step % int(lg.scalars_every) == 0 or step == steps - 1:
+                if step % every["scalars_every"] == 0 or step == steps - 1:
                     vals = {
                         "loss/total": loss.item(),
                         "loss/iou": l_iou.item(),
@@ -216,22 +262,22 @@ def run(cfg: Any, out_dir: str | Path) -> dict:
                     }
                     run_.scalars(step, vals)
                     bar.set_postfix(loss=f"{vals['loss/total']:.4f}")
-                if step % int(lg.gif_every) == 0:
+                if step % every["gif_every"] == 0:
                     frames.append(to_uint8(image_grid([[alpha[i].detach() for i in show], [target[i] for i in show]])))
-                if step % int(lg.images_every) == 0:
+                if step % every["images_every"] == 0:
                     grid = image_grid([[alpha[i].detach() for i in show], [target[i] for i in show]])
                     run_.image("prediction_vs_target", grid, step)
                     run_.scalars(step, {"metric/mean_hard_iou": hard_iou(alpha.detach(), target).mean().item()})
-                if step % int(lg.mesh_every) == 0:
+                if step % every["mesh_every"] == 0:
                     run_.mesh("mesh", vertices.detach(), faces, step)
-                if int(cfg.checkpoint_every) > 0 and (step + 1) % int(cfg.checkpoint_every) == 0:
+                if checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
                     save_checkpoint(step + 1)
             step = steps
         finally:
             # whatever happened, keep the mesh and the progress made so far
             with torch.no_grad():
                 vertices = model()
-                alpha = render_alpha(vertices, faces.to(device), eyes, settings, r.viewing_angle, r.backend)
+                alpha = render_alpha(vertices, faces.to(device), eyes, settings, viewing_angle, r.backend)
                 ious = hard_iou(alpha, target)
             save_obj(run_.dir / "mesh.obj", vertices.cpu(), faces)
             frames.append(to_uint8(image_grid([[alpha[i] for i in show], [target[i] for i in show]])))
