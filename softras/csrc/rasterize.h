@@ -94,6 +94,7 @@ struct FaceGeom {
   T det;                 // determinant of the barycentric system, |det| >= kDetMin
   T inv_det;             // 1 / det
   T inv_len2[3];         // 1 / squared length of edge (i, i+1), 0 for a zero-length edge
+  T height2[3];          // det^2 / squared length of edge (i, i+1): squared height over it
   bool det_clamped;      // degenerate face: det was raised to kDetMin; w carries no gradient
   T xmin, xmax, ymin, ymax;  // bounding box grown by `grow`
   bool front;            // clockwise on screen
@@ -119,6 +120,7 @@ SR_HD void face_setup(const T* fv, T grow, FaceGeom<T>& g) {
     const T ex = g.x[j] - g.x[i], ey = g.y[j] - g.y[i];
     const T len2 = ex * ex + ey * ey;
     g.inv_len2[i] = len2 > T(0) ? T(1) / len2 : T(0);
+    g.height2[i] = g.det * g.det * g.inv_len2[i];
   }
   g.xmin = sr_min(sr_min(g.x[0], g.x[1]), g.x[2]) - grow;
   g.xmax = sr_max(sr_max(g.x[0], g.x[1]), g.x[2]) + grow;
@@ -206,12 +208,33 @@ SR_HD void fragment_coverage(const FaceGeom<T>& g, T px, T py, const RasterParam
   }
   T d2;
   if (DF == DistFunc::Euclidean) {
-    T t;
-    d2 = edge_dist2(g, 0, px, py, f.t);
-    const T d12 = edge_dist2(g, 1, px, py, t);
-    if (d12 < d2) { d2 = d12; f.edge = 1; f.t = t; }
-    const T d20 = edge_dist2(g, 2, px, py, t);
-    if (d20 < d2) { d2 = d20; f.edge = 2; f.t = t; }
+    // Edge e = (e, e+1) lies opposite vertex o(e) = e+2, at distance |w_o| * height(e) from the
+    // pixel's line. Inside, the nearest boundary point is the foot of the nearest such
+    // perpendicular (it always lies on its segment). Outside a convex triangle it lies on a
+    // segment whose line has the pixel on its outer side (w_o <= 0), so only those are measured.
+    if (f.inside) {
+      d2 = f.w[2] * f.w[2] * g.height2[0];
+      const T d1 = f.w[0] * f.w[0] * g.height2[1];
+      if (d1 < d2) { d2 = d1; f.edge = 1; }
+      const T d2_ = f.w[1] * f.w[1] * g.height2[2];
+      if (d2_ < d2) { d2 = d2_; f.edge = 2; }
+      edge_dist2(g, f.edge, px, py, f.t);  // the foot's parameter, for the gradient
+    } else if (g.det_clamped) {  // degenerate: no usable barycentrics, measure all three
+      T t;
+      d2 = edge_dist2(g, 0, px, py, f.t);
+      const T d12 = edge_dist2(g, 1, px, py, t);
+      if (d12 < d2) { d2 = d12; f.edge = 1; f.t = t; }
+      const T d20 = edge_dist2(g, 2, px, py, t);
+      if (d20 < d2) { d2 = d20; f.edge = 2; f.t = t; }
+    } else {
+      d2 = T(INFINITY);
+      for (int e = 0; e < 3; ++e) {
+        if (f.w[e == 0 ? 2 : e - 1] > T(0)) continue;  // pixel on the inner side of edge e
+        T t;
+        const T de = edge_dist2(g, e, px, py, t);
+        if (de < d2) { d2 = de; f.edge = e; f.t = t; }
+      }
+    }
     f.arg = (f.inside ? d2 : -d2) / T(p.sigma);
   } else {  // Barycentric
     T m = f.w[0];
