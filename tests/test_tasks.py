@@ -297,15 +297,13 @@ def test_deform_interrupt_then_resume(tmp_path, monkeypatch):
 
 # The bundled airplane (24 of its 120 views, 32 x 32 px), the paper's recipe otherwise (sphere
 # template, sigma 1e-4, Adam 0.01, Laplacian 0.03, flatten 0.0003), seed 0, CPU, native backend.
-# Measured (torch 2.13 CPU, native backend): mean hard IoU 0.1632 at the start (steps=0) and
-# 0.7682 after 500 steps (14 s on 1 thread, 10.5 s on 2, on an idle machine; the same to 5
-# digits from run to run and with 1 or 2 threads; the worst view 0.5238, every view gains
-# 0.41 to 0.72). Along the way: 0.2771 at 100 steps, 0.4792 at 200, 0.6578 at 300, 0.7191 at
-# 400, 0.7889 at 600, 0.8229 at 1000 and 0.8869 at 2000 (not monotone: 0.7463 at 700). The
-# full recipe (2000 steps, 120 views, 64 px) goes further.
+# Measured (torch 2.13 CPU, native backend, default config: the learning rate decays over the
+# second half of the run): mean hard IoU 0.1632 at the start (steps=0) and 0.7078 after 500
+# steps (worst view 0.452; about 14 s on 1 thread on an idle machine). Without the decay
+# (schedule.decay_start=1) the same run reached 0.7682.
 IOU_STEPS = 500
 MEASURED_START = 0.1632
-MEASURED_FINAL = 0.7682
+MEASURED_FINAL = 0.7078
 
 
 @pytest.mark.slow
@@ -332,7 +330,7 @@ def test_deform_recipe_reaches_the_measured_iou(tmp_path):
     final = deform.run(compose("deform", [f"steps={IOU_STEPS}", *common]), tmp_path / "final")
     assert final["status"] == "completed" and final["steps_done"] == IOU_STEPS
     assert final["mean_hard_iou"] >= MEASURED_FINAL - 0.03
-    assert final["mean_hard_iou"] >= start["mean_hard_iou"] + 0.5  # from 0.16 to about 0.77
+    assert final["mean_hard_iou"] >= start["mean_hard_iou"] + 0.5  # from 0.16 to about 0.71
     # every view improves (measured: by 0.41 to 0.72)
     gains = [b - a for a, b in zip(start["per_view_hard_iou"], final["per_view_hard_iou"])]
     assert len(gains) == 24 and min(gains) >= 0.3, gains

@@ -9,6 +9,7 @@ betas (0.5, 0.99)); all views every step.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,16 @@ def render_alpha(vertices, faces, eyes, settings: RasterSettings, viewing_angle:
     return soft_rasterize_packed(fv.reshape(-1, 3, 3), tex, first, settings, backend=backend)[:, 3]
 
 
+def lr_factor(step: int, steps: int, decay_start: float, final_factor: float) -> float:
+    """Learning-rate multiplier: 1 until ``decay_start * steps``, then a cosine decay that
+    reaches ``final_factor`` at the last step (a function of the step, so resuming is exact)."""
+    begin = decay_start * steps
+    if step < begin or steps - 1 <= begin:
+        return 1.0
+    progress = min(1.0, (step - begin) / (steps - 1 - begin))
+    return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def hard_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-view IoU [N] of alpha > 0.5 against target alpha > 0.5."""
     p, t = pred > 0.5, target > 0.5
@@ -192,6 +203,10 @@ def run(cfg: Any, out_dir: str | Path) -> dict:
     w_lap = as_float("loss.laplacian", cfg.loss.laplacian)
     w_flat = as_float("loss.flatten", cfg.loss.flatten)
     lr = as_float("optim.lr", cfg.optim.lr, positive=True)
+    decay_start = as_float("schedule.decay_start", cfg.schedule.decay_start)
+    final_factor = as_float("schedule.final_factor", cfg.schedule.final_factor, positive=True)
+    if not 0 <= decay_start <= 1:
+        raise ValueError(f"schedule.decay_start: expected a fraction of the steps in [0, 1], got {decay_start}")
     betas = as_floats("optim.betas", cfg.optim.betas)
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ValueError(f"optim.betas: expected two numbers in [0, 1), got {list(cfg.optim.betas)!r}")
@@ -252,6 +267,8 @@ def run(cfg: Any, out_dir: str | Path) -> dict:
                 loss = l_iou + w_lap * l_lap + w_flat * l_flat
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * lr_factor(step, steps, decay_start, final_factor)
                 optimizer.step()
                 if step % every["scalars_every"] == 0 or step == steps - 1:
                     vals = {
