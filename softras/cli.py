@@ -19,6 +19,7 @@ from pathlib import Path
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("softras.tasks.render", "turntable GIF and blurry-to-sharp sigma/gamma strip of a mesh"),
     "deform": ("softras.tasks.deform", "deform a template mesh to match multi-view silhouettes"),
+    "fit-pose": ("softras.tasks.fit_pose", "fit a rigid pose under heavy occlusion with scheduled blur (trials=N)"),
 }
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("softras.demo", "a short render-and-backpropagate demo on the Spot cow (no Hydra)"),
