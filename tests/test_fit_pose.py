@@ -166,6 +166,14 @@ def test_cube_is_closed_and_wound_outward_with_six_colours():
     edges = {(int(a), int(b)) for face in f for a, b in zip(face, face.roll(-1))}
     assert len(edges) == 36 and all((b, a) in edges for a, b in edges)
     assert len({tuple(c) for c in tex[:, 0].tolist()}) == 6
+    # the sides come in the order +x, -x, +y, -y, +z, -z, two triangles each, with their colours
+    axes = torch.eye(3, dtype=torch.float64)
+    expected = torch.stack([axes[0], -axes[0], axes[1], -axes[1], axes[2], -axes[2]]).repeat_interleave(2, 0)
+    torch.testing.assert_close(torch.nn.functional.normalize(n, dim=-1), expected)
+    colors = [(0.0, 0.0, 1.0)] * 6
+    colors[2] = (0.0, 1.0, 0.0)
+    _, _, tex = fp.cube(0.4, texture_res=2, colors=colors)
+    assert tex.shape == (12, 4, 3) and tex[4:6, :, 1].eq(1).all() and tex[:4, :, 1].eq(0).all()
 
 
 def test_default_occluder_hides_at_least_40_percent():
