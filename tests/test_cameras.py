@@ -392,16 +392,28 @@ def test_gradient_reaches_eye_and_matches_finite_differences():
     torch.testing.assert_close(g, fd, rtol=1e-4, atol=1e-6 * float(fd.abs().max()))
 
 
+def _angle_loss(elevation: torch.Tensor, azimuth: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    v, f = _cube()
+    r = sr.SoftRenderer(image_size=16, sigma_val=3e-3)
+    r.transform.set_eyes_from_angles(2.732, elevation, azimuth)
+    assert r.transform.eyes.dtype == torch.float64
+    alpha = r(v[None].double(), f[None])[:, 3]
+    return ((alpha - target) ** 2).sum()
+
+
 def test_gradient_reaches_angles_through_set_eyes_from_angles():
     target = torch.zeros(1, 16, 16, dtype=torch.float64)
     target[:, 4:12, 2:10] = 1
     azimuth = torch.tensor([20.0], dtype=torch.float64, requires_grad=True)
     elevation = torch.tensor([10.0], dtype=torch.float64, requires_grad=True)
-    v, f = _cube()
-    r = sr.SoftRenderer(image_size=16, sigma_val=3e-3)
-    r.transform.set_eyes_from_angles(2.732, elevation, azimuth)
-    assert r.transform.eyes.dtype == torch.float64 and r.transform.eyes.requires_grad
-    alpha = r(v[None].double(), f[None])[:, 3]
-    ((alpha - target) ** 2).sum().backward()
-    for g in (azimuth.grad, elevation.grad):
-        assert g is not None and torch.isfinite(g).all() and float(g.abs().max()) > 1e-4
+    _angle_loss(elevation, azimuth, target).backward()
+    assert azimuth.grad is not None and elevation.grad is not None
+    g = torch.cat([elevation.grad, azimuth.grad])
+    # central differences in float64 (angles in degrees; h = 1e-4 degree)
+    h = 1e-4
+    with torch.no_grad():
+        d_el = (_angle_loss(elevation + h, azimuth, target) - _angle_loss(elevation - h, azimuth, target)) / (2 * h)
+        d_az = (_angle_loss(elevation, azimuth + h, target) - _angle_loss(elevation, azimuth - h, target)) / (2 * h)
+    fd = torch.stack([d_el, d_az])
+    assert float(fd.abs().min()) > 1e-4  # both angles move the silhouette: the check is not vacuous
+    torch.testing.assert_close(g, fd, rtol=1e-4, atol=1e-6 * float(fd.abs().max()))
