@@ -63,13 +63,26 @@ def look_at(
     if vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices: expected shape [B, N, 3], got {list(vertices.shape)}")
     eye = _as_batch3("eye", eye, vertices)
-    at = _as_batch3("at", at, vertices)
-    up = _as_batch3("up", up, vertices)
+    r = look_at_rotation(eye, at, up)
+    return torch.matmul(vertices - eye[:, None, :], r.transpose(1, 2))
+
+
+def look_at_rotation(
+    eye: torch.Tensor,  # [B, 3] or [3]
+    at: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
+    up: Sequence[float] | torch.Tensor = (0.0, 1.0, 0.0),
+) -> torch.Tensor:
+    """The camera axes of ``look_at`` as the rows of [B, 3, 3] (x right, y up, z forward in
+    world space): ``z = normalize(at - eye)``, ``x = normalize(up x z)``, ``y = z x x``."""
+    if not isinstance(eye, torch.Tensor) or not eye.dtype.is_floating_point:
+        raise TypeError(f"eye: expected a floating torch.Tensor, got {type(eye).__name__}")
+    eye = _as_batch3("eye", eye, eye)
+    at = _as_batch3("at", at, eye)
+    up = _as_batch3("up", up, eye)
     z = F.normalize(at - eye, dim=-1, eps=1e-5)
     x = F.normalize(torch.cross(up.expand_as(z), z, dim=-1), dim=-1, eps=1e-5)
     y = F.normalize(torch.cross(z, x, dim=-1), dim=-1, eps=1e-5)
-    r = torch.stack([x, y, z], dim=1)  # [B, 3, 3], rows are the camera axes
-    return torch.matmul(vertices - eye[:, None, :], r.transpose(1, 2))
+    return torch.stack([x, y, z], dim=1)  # [B, 3, 3], rows are the camera axes
 
 
 def aspect_scale(image_size: ImageSize | None) -> tuple[float, float]:
