@@ -103,29 +103,70 @@ def test_fill_back_doubles_faces_reversed_and_is_idempotent():
     assert mv.num_faces == 8 and mv.textures.shape == (1, 4, 3)
 
 
-def test_fill_back_keeps_texels_in_place():
-    """With R > 1 the reversed copy (v2, v1, v0) swaps w0 and w2; each of its texels must hold
-    the colour of the original texel covering the same sub-triangle."""
-    from softras.io import _texel_index, texel_barycentrics
+# Texel t of a face (v0, v1, v2) with texture_res R covers the sub-triangle whose centroid is
+# listed here, in units of 1/(3R) of the barycentrics (w0, w1, w2) (softras-math.md, section 2:
+# lower cell (a, b) -> texel b*R + a, centroid (3a+1, 3b+1); upper cell -> texel
+# (R-1-b)*R + (R-1-a), centroid (3a+2, 3b+2)). Worked out on paper.
+TEXEL_CENTROIDS = {
+    1: [(1, 1, 1)],
+    2: [(1, 1, 4), (4, 1, 1), (1, 4, 1), (2, 2, 2)],
+    3: [(1, 1, 7), (4, 1, 4), (7, 1, 1), (1, 4, 4), (4, 4, 1), (2, 5, 2), (1, 7, 1), (5, 2, 2), (2, 2, 5)],
+}
+# The reversed face (v2, v1, v0) sees the point (w0, w1, w2) as (w2, w1, w0): its texel t covers
+# the sub-triangle of the original texel REVERSED_TEXEL[R][t] (swap the first and third entry of
+# the centroid above and look the result up).
+REVERSED_TEXEL = {1: [0], 2: [1, 0, 2, 3], 3: [2, 1, 0, 4, 3, 5, 6, 8, 7]}
 
-    R = 3
+
+@pytest.mark.parametrize("R", [1, 2, 3])
+def test_texel_centroid_table_and_reversed_order_agree(R):
+    """The hand tables above are consistent with each other and with texel_barycentrics."""
+    from softras.io import texel_barycentrics
+
+    centroids = np.array(TEXEL_CENTROIDS[R], dtype=np.float64) / (3 * R)
+    np.testing.assert_allclose(texel_barycentrics(R), centroids, atol=1e-12, rtol=0)
+    for t, original in enumerate(REVERSED_TEXEL[R]):
+        assert TEXEL_CENTROIDS[R][t][::-1] == TEXEL_CENTROIDS[R][original]
+
+
+@pytest.mark.parametrize("R", [1, 2, 3])
+def test_fill_back_keeps_texels_in_place(R):
+    """With R > 1 the reversed copy (v2, v1, v0) swaps w0 and w2; each of its texels must hold
+    the colour of the original texel covering the same sub-triangle (hand-written order)."""
     v, f = _tetra()
     tex = torch.rand(1, 4, R * R, 3, generator=torch.Generator().manual_seed(0))
     m = sr.Mesh(v, f, tex).fill_back_()
-    w = texel_barycentrics(R)  # centroid of texel t (in the face's own barycentrics)
+    for t, original in enumerate(REVERSED_TEXEL[R]):
+        torch.testing.assert_close(m.textures[0, 4:, t], tex[0, :, original], atol=0, rtol=0)
+    # the centroid of texel t on the back copy is the same 3D point as the centroid of the
+    # original texel it takes its colour from
+    fv = m.face_vertices[0].double()
+    for t, original in enumerate(REVERSED_TEXEL[R]):
+        w_back = torch.tensor(TEXEL_CENTROIDS[R][t], dtype=torch.float64) / (3 * R)
+        w_front = torch.tensor(TEXEL_CENTROIDS[R][original], dtype=torch.float64) / (3 * R)
+        for face in range(4):
+            p_back = (w_back[:, None] * fv[4 + face]).sum(0)
+            p_front = (w_front[:, None] * fv[face]).sum(0)
+            torch.testing.assert_close(p_back, p_front, atol=1e-12, rtol=0)
+
+
+def test_fill_back_copy_renders_like_the_original():
+    """Rasterized, the reversed copy with its reordered texels gives the same image as the
+    original face (hard colour, double sided), so the order also agrees with the rasterizer."""
+    R = 3
+    fv = torch.tensor([[[-0.83, -0.71, 2.0], [0.77, -0.62, 2.0], [-0.05, 0.81, 2.0]]])
+    tex = torch.rand(1, R * R, 3, generator=torch.Generator().manual_seed(1))
+    m = sr.Mesh(fv[0], torch.tensor([[0, 1, 2]]), tex[None]).fill_back_()
+    kwargs = dict(image_size=48, aggr_func_rgb="hard", fill_back=True, sigma_val=1e-6, backend="reference")
+    front = srf.soft_rasterize(m.face_vertices[:, :1], m.textures[:, :1], **kwargs)
+    back = srf.soft_rasterize(m.face_vertices[:, 1:], m.textures[:, 1:], **kwargs)
+    covered = front[0, 3] > 0.5
+    assert int(covered.sum()) > 400  # the face covers a good part of the image
+    # every texel colour shows up in the original image (so a wrong order would show)
+    shown = front[0, :3, covered].T  # [P, 3]
     for t in range(R * R):
-        original = int(_texel_index(np.array(w[t, 2]), np.array(w[t, 1]), R))
-        torch.testing.assert_close(m.textures[0, 4:, t], tex[0, :, original])
-    # seen by the rasterizer: the same point of the surface has the same colour on both copies
-    fv = m.face_vertices[0]
-    for face in range(4):
-        for t in range(R * R):
-            p = (torch.tensor(w[t], dtype=torch.float32)[:, None] * fv[4 + face]).sum(0)  # point on back copy
-            # barycentrics of p in the original face: reversed order
-            w_orig = torch.tensor(w[t][::-1].copy())
-            idx = int(_texel_index(np.array(float(w_orig[0])), np.array(float(w_orig[1])), R))
-            torch.testing.assert_close(p, (w_orig.float()[:, None] * fv[face]).sum(0))
-            torch.testing.assert_close(m.textures[0, 4 + face, t], m.textures[0, face, idx])
+        assert bool(((shown - tex[0, t]).abs().max(dim=1).values < 1e-6).any())
+    torch.testing.assert_close(back[0, :3, covered], front[0, :3, covered], atol=1e-6, rtol=0)
 
 
 def test_reset_restores_original():
