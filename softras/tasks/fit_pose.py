@@ -64,7 +64,16 @@ from tqdm import tqdm
 
 from ..functional.cameras import face_vertices, get_points_from_angles, look_at, perspective
 from ..functional.rasterize import soft_rasterize
+from ..functional.rotations import (
+    axis_angle_to_matrix,
+    euler_to_matrix,
+    matrix_to_rotation_6d,
+    rotation_6d_to_matrix,
+    rotation_error_deg,
+)
 from ..functional.settings import AGGR_ALPHA, AGGR_RGB, BACKENDS, RasterSettings
+from ..images import read_image, read_mask, resize_image
+from ..primitives import CUBE_COLORS, cube, occluder_mesh
 from ._run import Run, as_float, as_floats, as_int, first_line, image_grid, resolve_device, seed_everything, to_uint8
 
 log = logging.getLogger("softras")
@@ -74,60 +83,7 @@ SCHEDULES = ("constant", "linear", "log-linear", "step")
 OCCLUDERS = ("box", "plane", "none")
 SUCCESS_ROT_DEG = 5.0
 SUCCESS_TRANS = 0.05
-# the six side colours of the default cube: +x, -x, +y, -y, +z, -z. Opposite sides hold a
-# primary and the secondary that contains it (blue/magenta, green/cyan, red/yellow), so that
-# no colour of three sides meeting at a corner is the mixture of the other two (which a blurry
-# rendering of the other two would imitate)
-CUBE_COLORS = ((0.15, 0.25, 1.0), (0.9, 0.1, 0.9), (0.1, 0.9, 0.1), (0.1, 0.9, 0.9), (1.0, 0.1, 0.1), (1.0, 0.9, 0.1))
 
-
-# ---- rotations ----------------------------------------------------------------------------
-
-
-def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
-    """[..., 6] -> rotation matrices [..., 3, 3]: Gram-Schmidt on the two 3-vectors, which
-    become the first two columns; the third is their cross product (Zhou et al. 2019)."""
-    a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = F.normalize(a1, dim=-1, eps=1e-8)
-    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1, eps=1e-8)
-    b3 = torch.cross(b1, b2, dim=-1)
-    return torch.stack([b1, b2, b3], dim=-1)
-
-
-def matrix_to_rotation_6d(R: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices [..., 3, 3] -> their 6D representation [..., 6] (the first two columns)."""
-    return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)
-
-
-def axis_angle_to_matrix(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: axes [..., 3] (normalized here) and angles [...] in radians -> [..., 3, 3]."""
-    axis = F.normalize(axis, dim=-1, eps=1e-12)
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*x.shape, 3, 3)
-    s, c = torch.sin(angle)[..., None, None], torch.cos(angle)[..., None, None]
-    eye = torch.eye(3, dtype=axis.dtype, device=axis.device).expand_as(K)
-    return eye + s * K + (1 - c) * (K @ K)
-
-
-def euler_to_matrix(degrees) -> torch.Tensor:
-    """Euler angles (x, y, z) in degrees -> R = Rz Ry Rx (x applied first), float64 [3, 3]."""
-    ax, ay, az = (math.radians(float(a)) for a in degrees)
-    e = torch.eye(3, dtype=torch.float64)
-    Rx = axis_angle_to_matrix(e[0], torch.tensor(ax, dtype=torch.float64))
-    Ry = axis_angle_to_matrix(e[1], torch.tensor(ay, dtype=torch.float64))
-    Rz = axis_angle_to_matrix(e[2], torch.tensor(az, dtype=torch.float64))
-    return Rz @ Ry @ Rx
-
-
-def rotation_error_deg(R: torch.Tensor, R_ref: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle between rotations, degrees: arccos((tr(R R_ref^T) - 1) / 2), computed as
-    atan2(|sin|, cos) from the skew and symmetric parts (accurate near 0 and 180 degrees)."""
-    M = (R.double() @ R_ref.double().transpose(-1, -2)).detach()
-    cos = ((M.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
-    skew = torch.stack([M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0], M[..., 1, 0] - M[..., 0, 1]], -1)
-    sin = (skew.norm(dim=-1) / 2).clamp(0, 1)
-    return torch.rad2deg(torch.atan2(sin, cos))
 
 
 # ---- blur schedules -----------------------------------------------------------------------
@@ -187,70 +143,6 @@ class BlurSchedule:
 
 
 # ---- the scene ------------------------------------------------------------------------------
-
-
-def _outward(vertices: torch.Tensor, faces: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """faces re-wound counter-clockwise about their outward normal (away from ``centre``)."""
-    v = vertices[faces]  # [F, 3, 3]
-    n = torch.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
-    out = ((v.mean(1) - centre) * n).sum(-1) < 0
-    faces = faces.clone()
-    faces[out] = faces[out][:, [0, 2, 1]]
-    return faces
-
-
-_BOX_FACES = torch.tensor(
-    [
-        [4, 5, 7], [4, 7, 6],  # +x  (vertex k has bits (x, y, z) = (k >> 2, k >> 1, k) & 1)
-        [0, 2, 3], [0, 3, 1],  # -x
-        [2, 6, 7], [2, 7, 3],  # +y
-        [0, 1, 5], [0, 5, 4],  # -y
-        [1, 3, 7], [1, 7, 5],  # +z
-        [0, 4, 6], [0, 6, 2],  # -z
-    ]
-)  # fmt: skip
-
-
-def _box(half: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An axis-aligned box centred at 0 with half-sizes ``half`` [3]: vertices [8, 3], faces
-    [12, 3] (two per side, in the order +x, -x, +y, -y, +z, -z), wound outward."""
-    bits = torch.tensor([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)], dtype=torch.float64)
-    v = (bits * 2 - 1) * half.double()
-    return v, _outward(v, _BOX_FACES.clone(), torch.zeros(3, dtype=torch.float64))
-
-
-def cube(half_size: float, texture_res: int = 1, colors=CUBE_COLORS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The default object: a cube of half-size ``half_size`` whose six sides (+x, -x, +y, -y,
-    +z, -z) have six distinct ``colors``; vertices [8, 3], faces [12, 3], textures [12, R*R, 3]."""
-    v, f = _box(torch.full((3,), float(half_size)))
-    colors = torch.as_tensor(colors, dtype=torch.float32).reshape(6, 3).repeat_interleave(2, 0)
-    return v.float(), f, colors[:, None, :].expand(-1, texture_res * texture_res, -1).contiguous()
-
-
-def camera_axes(eye: torch.Tensor, at=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> torch.Tensor:
-    """The camera's x, y, z axes in world space (rows of a [3, 3]), as ``look_at`` builds them."""
-    eye = eye.double().reshape(3)
-    z = F.normalize(torch.as_tensor(at, dtype=torch.float64) - eye, dim=0, eps=1e-5)
-    x = F.normalize(torch.cross(torch.as_tensor(up, dtype=torch.float64), z, dim=0), dim=0, eps=1e-5)
-    y = F.normalize(torch.cross(z, x, dim=0), dim=0, eps=1e-5)
-    return torch.stack([x, y, z])
-
-
-def occluder_mesh(kind: str, distance: float, offset, size, eye: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A static occluder aligned with the camera's axes, centred ``distance`` in front of the
-    camera on its view axis and shifted by ``offset`` (right, up): a ``box`` of full sizes
-    ``size`` (width, height, depth along the view) or a ``plane`` (width, height) facing the
-    camera. Vertices [V, 3] (world, float32), faces [F, 3] wound outward."""
-    axes = camera_axes(eye)
-    c = eye.double().reshape(3) + float(distance) * axes[2] + float(offset[0]) * axes[0] + float(offset[1]) * axes[1]
-    s = torch.as_tensor(size, dtype=torch.float64) / 2
-    if kind == "box":
-        v, f = _box(s)
-    else:  # plane: the box's -z side (the one facing the camera)
-        v = torch.tensor([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=torch.float64) * s
-        # wound to face the camera (its normal along the camera's -z)
-        f = _outward(v, torch.tensor([[0, 1, 2], [0, 2, 3]]), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
-    return (v @ axes + c).float(), f
 
 
 class Scene:
@@ -456,48 +348,19 @@ class Group:
 # ---- inputs -----------------------------------------------------------------------------------
 
 
-def _read_image(key: str, path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: no such file {path}")
-    import imageio.v2 as imageio
-
-    try:
-        img = np.asarray(imageio.imread(path))
-    except Exception as err:  # noqa: BLE001 - imageio's many ways to fail on a bad file
-        raise ValueError(f"{key}: cannot read {path} ({first_line(err)})") from None
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 2, 3, 4)):
-        raise ValueError(f"{key}: expected a grey, RGB or RGBA image, got shape {list(img.shape)}")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0 if img.dtype == np.uint8 else 1.0
-    return img.astype(np.float32) / scale
-
-
-def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[C, h, w] -> [C, H, W] (area averaging when shrinking, bilinear when growing)."""
-    if tuple(img.shape[1:]) == tuple(size):
-        return img
-    mode = "area" if img.shape[1] >= size[0] and img.shape[2] >= size[1] else "bilinear"
-    kw = {} if mode == "area" else {"align_corners": False}
-    return F.interpolate(img[None], size=size, mode=mode, **kw)[0]
-
-
 def load_target_image(path: Path, mask_path: Path | None, size, background) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A user target: RGB [3, H, W] (an alpha channel composites it over ``background``) and
-    the optional mask [H, W] of the object's visible pixels (grey, or the alpha of RGBA)."""
-    img = _read_image("target.image", path)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[2] in (2, 4):
-        a = img[..., -1:]
-        img = img[..., :-1] * a + np.asarray(background, dtype=np.float32)[: img.shape[2] - 1] * (1 - a)
+    the optional mask [H, W] of the object's visible pixels (see ``softras.images.read_mask``)."""
+    img = read_image(path, "target.image")
+    if img.shape[2] == 4:
+        a = img[..., 3:]
+        img = img[..., :3] * a + torch.as_tensor(background, dtype=torch.float32) * (1 - a)
     if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    rgb = _resize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), size).clamp(0, 1)
+        img = img.expand(-1, -1, 3)
+    rgb = resize_image(img.permute(2, 0, 1).contiguous(), size).clamp(0, 1)
     mask = None
     if mask_path is not None:
-        m = _read_image("target.mask", mask_path)
-        if m.ndim == 3:
-            m = m[..., 3] if m.shape[2] == 4 else m[..., :3].mean(-1) if m.shape[2] >= 3 else m[..., 0]
-        mask = _resize(torch.from_numpy(np.ascontiguousarray(m))[None], size)[0].clamp(0, 1)
+        mask = resize_image(read_mask(mask_path, "target.mask")[None], size)[0].clamp(0, 1)
     return rgb, mask
 
 
