@@ -3,11 +3,19 @@
 Importing softras never compiles. The first call that needs a backend builds it with
 torch's C++ extension tools into a cache folder keyed by a hash of the sources, the
 compiler flags and the torch version, so a change to any source rebuilds it and an
-unchanged tree loads in milliseconds. Environment:
+unchanged tree loads in milliseconds. The folder is also keyed by the location of the
+sources: ninja records absolute source paths, so two checkouts sharing one folder would
+rebuild each other's build at every switch; each checkout gets its own. One line goes to
+stderr whenever a call has to compile. Environment:
 
 - ``SOFTRAS_CACHE``: the cache folder (default ``~/.cache/softras``);
 - ``SOFTRAS_VERBOSE=1``: show the compiler's output;
+- ``SOFTRAS_CUDA_FAST_MATH=1``: compile the CUDA backend with ``--use_fast_math`` (off by
+  default: approximate division and exponentials, and flushing denormals to zero, make
+  float32 results differ from the CPU backend by more than rounding);
 - ``MAX_JOBS`` and ``TORCH_CUDA_ARCH_LIST``: honoured as by torch.
+
+This module sits below ``softras.functional`` (which imports it, never the reverse).
 """
 
 from __future__ import annotations
@@ -20,10 +28,9 @@ import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
-
-from .functional.settings import RasterSettings
 
 CSRC = Path(__file__).parent / "csrc"
 _HEADERS = ["rasterize.h", "host.h"]
@@ -32,7 +39,23 @@ _SOURCES = {
     "cuda": ["rasterize_cuda.cu", "bindings.cpp"],
 }
 _CFLAGS = ["-O3", "-fopenmp", "-std=c++17"]
-_CUDA_CFLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+_CUDA_CFLAGS = ["-O3", "-std=c++17", "-lineinfo"]
+_CUDA_DEFINE = "-DSOFTRAS_WITH_CUDA"
+
+
+def _fast_math() -> bool:
+    return os.environ.get("SOFTRAS_CUDA_FAST_MATH", "") not in ("", "0")
+
+
+def cxx_flags(kind: str) -> list[str]:
+    """Flags of the C++ compiler for backend ``kind`` (the ones the build passes)."""
+    return _CFLAGS + ([_CUDA_DEFINE] if kind == "cuda" else [])
+
+
+def nvcc_flags() -> list[str]:
+    """Flags the CUDA build passes to nvcc (besides torch's own); the compile check uses them too."""
+    return _CUDA_CFLAGS + (["--use_fast_math"] if _fast_math() else []) + [_CUDA_DEFINE]
+
 
 _lock = threading.Lock()
 _modules: dict[str, ModuleType | None] = {}
@@ -48,18 +71,45 @@ def _cache_root() -> Path:
 
 
 def _build_key(kind: str) -> str:
+    """Hash of what the build's result depends on: sources, flags, torch and Python versions."""
     h = hashlib.sha256()
     for name in _HEADERS + _SOURCES[kind]:
         h.update(name.encode())
         h.update((CSRC / name).read_bytes())
-    flags = _CFLAGS + (_CUDA_CFLAGS if kind == "cuda" else [])
+    flags = cxx_flags(kind) + (nvcc_flags() if kind == "cuda" else [])
     h.update(repr((flags, torch.__version__, sys.version_info[:2])).encode())
     if kind == "cuda":
         h.update(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode())
     return h.hexdigest()[:16]
 
 
-def _compile(kind: str) -> ModuleType:
+def _checkout_key() -> str:
+    """Hash of where the sources live (the build's ninja file names them by absolute path)."""
+    return hashlib.sha256(str(CSRC.resolve()).encode()).hexdigest()[:8]
+
+
+def build_dir(kind: str, name: str | None = None) -> Path:
+    """The cache folder of backend ``kind`` built from the sources in ``CSRC`` as module ``name``.
+
+    The same sources at the same place always map to the same folder; a change of content,
+    flags, torch version or location maps to another one.
+    """
+    name = name or f"softras_{kind}"
+    return _cache_root() / f"{name}_{_build_key(kind)}_{_checkout_key()}"
+
+
+def needs_compile(kind: str, name: str | None = None) -> bool:
+    """Whether loading ``kind`` will run the compiler: no built module in its folder, or one
+    older than a source (ninja's own test, by modification time)."""
+    name = name or f"softras_{kind}"
+    built = list(build_dir(kind, name).glob(f"{name}*.so"))
+    if not built:
+        return True
+    newest_source = max((CSRC / s).stat().st_mtime for s in _HEADERS + _SOURCES[kind])
+    return min(p.stat().st_mtime for p in built) < newest_source
+
+
+def _compile(kind: str, name: str | None = None) -> ModuleType:
     from torch.utils import cpp_extension
 
     if shutil.which(os.environ.get("CXX", "c++")) is None:
@@ -69,24 +119,24 @@ def _compile(kind: str) -> ModuleType:
             raise BackendUnavailable("torch sees no CUDA device")
         if cpp_extension.CUDA_HOME is None:
             raise BackendUnavailable("no CUDA toolkit found (set CUDA_HOME)")
-    name = f"softras_{kind}"
-    build_dir = _cache_root() / f"{name}_{_build_key(kind)}"
-    build_dir.mkdir(parents=True, exist_ok=True)
+    name = name or f"softras_{kind}"
+    folder = build_dir(kind, name)
+    folder.mkdir(parents=True, exist_ok=True)
     verbose = os.environ.get("SOFTRAS_VERBOSE", "") not in ("", "0")
-    if not any(build_dir.glob(f"{name}*.so")):
-        print(f"softras: building the {kind} backend (first use; cached in {build_dir})", file=sys.stderr)
+    if needs_compile(kind, name):
+        print(f"softras: compiling the {kind} backend (cached in {folder})", file=sys.stderr, flush=True)
     sources = [str(CSRC / s) for s in _SOURCES[kind]]
     kwargs = dict(
         name=name,
         sources=sources,
-        extra_cflags=_CFLAGS + (["-DSOFTRAS_WITH_CUDA"] if kind == "cuda" else []),
+        extra_cflags=cxx_flags(kind),
         extra_ldflags=["-fopenmp"],
         extra_include_paths=[str(CSRC)],
-        build_directory=str(build_dir),
+        build_directory=str(folder),
         verbose=verbose,
     )
     if kind == "cuda":
-        kwargs["extra_cuda_cflags"] = _CUDA_CFLAGS + ["-DSOFTRAS_WITH_CUDA"]
+        kwargs["extra_cuda_cflags"] = nvcc_flags()
     try:
         return cpp_extension.load(**kwargs)
     except (RuntimeError, OSError, ImportError, FileNotFoundError) as err:
@@ -126,7 +176,7 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _params(module: ModuleType, s: RasterSettings, num_meshes: int, num_faces: int, texture_size: int):
+def _params(module: ModuleType, s: Any, num_meshes: int, num_faces: int, texture_size: int):
     p = module.RasterParams()
     p.num_meshes = num_meshes
     p.num_faces = num_faces
@@ -146,6 +196,7 @@ def _params(module: ModuleType, s: RasterSettings, num_meshes: int, num_faces: i
     return p
 
 
+# settings: a softras.functional.RasterSettings (not imported here: functional imports this module)
 class NativeRasterize(torch.autograd.Function):
     """Soft rasterization through a native backend; backward is the exact gradient."""
 

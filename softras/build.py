@@ -24,11 +24,10 @@ from . import _native
 _CMAKE_MACROS = "#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n"
 
 
-def cuda_compile_check(arch: str = "sm_90", verbose: bool = False) -> list[Path]:
-    """Compiles every .cu source with nvcc (compile only, no link); returns the sources.
-
-    Raises RuntimeError with the compiler's output when one fails.
-    """
+def nvcc_command(src: Path, obj: Path, arch: str, includes: list[str]) -> list[str]:
+    """The nvcc command line of the compile check: the flags of the real build (softras's
+    own from ``_native.nvcc_flags()``, torch's common ones, the extension's defines) for one
+    architecture, compile only."""
     from torch.utils import cpp_extension
 
     nvcc = shutil.which("nvcc") or (
@@ -36,6 +35,23 @@ def cuda_compile_check(arch: str = "sm_90", verbose: bool = False) -> list[Path]
     )
     if nvcc is None or not os.path.exists(nvcc):
         raise RuntimeError("nvcc not found")
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-arch={arch}"]
+    cmd += list(cpp_extension.COMMON_NVCC_FLAGS) + ["--compiler-options", "'-fPIC'"]
+    cmd += ["-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=softras_cuda", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+    cmd += _native.nvcc_flags()
+    cmd += [f"-I{i}" for i in includes]
+    return [c.strip("'") for c in cmd]
+
+
+def cuda_compile_check(arch: str = "sm_90", verbose: bool = False) -> list[Path]:
+    """Compiles every .cu source with nvcc (compile only, no link) with the flags of the real
+    build (see ``nvcc_command``); returns the sources.
+
+    Raises RuntimeError with the compiler's output when one fails.
+    """
+    from torch.utils import cpp_extension
+
     sources = sorted(_native.CSRC.glob("*.cu"))
     with tempfile.TemporaryDirectory() as tmp:
         shim = Path(tmp) / "shim" / "c10" / "cuda" / "impl"
@@ -43,12 +59,10 @@ def cuda_compile_check(arch: str = "sm_90", verbose: bool = False) -> list[Path]
         (shim / "cuda_cmake_macros.h").write_text(_CMAKE_MACROS)
         includes = [str(Path(tmp) / "shim"), str(_native.CSRC)] + cpp_extension.include_paths()
         includes.append(sysconfig.get_paths()["include"])
-        abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
         for src in sources:
-            cmd = [nvcc, "-c", str(src), "-o", str(Path(tmp) / (src.stem + ".o")), f"-arch={arch}"]
-            cmd += ["-std=c++17", "-O3", "-DSOFTRAS_WITH_CUDA", "-DTORCH_EXTENSION_NAME=softras_cuda"]
-            cmd += [f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC"]
-            cmd += [f"-I{i}" for i in includes]
+            cmd = nvcc_command(src, Path(tmp) / (src.stem + ".o"), arch, includes)
+            if verbose:
+                print("softras: " + " ".join(c for c in cmd if not c.startswith("-I")))
             start = time.time()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -102,8 +102,9 @@ def random_scene(
 
 
 def random_like(t: torch.Tensor, seed: int) -> torch.Tensor:
-    """A standard-normal tensor shaped like t (an upstream gradient), from a fixed seed."""
-    return torch.randn(t.shape, generator=_generator(seed), dtype=torch.float64).to(t.dtype)
+    """A standard-normal tensor shaped, typed and placed like t (an upstream gradient), from a
+    fixed seed: drawn on the CPU, so that every device gets the same values."""
+    return torch.randn(t.shape, generator=_generator(seed), dtype=torch.float64).to(dtype=t.dtype, device=t.device)
 
 
 def _grads(out: torch.Tensor, inputs: list[torch.Tensor], grad_out: torch.Tensor) -> list[torch.Tensor]:
@@ -166,6 +167,23 @@ def pixel_centre(r: int, c: int, H: int, W: int) -> tuple[float, float]:
 
 def sigmoid(a: float) -> float:
     return 1 / (1 + math.exp(-a)) if a >= 0 else math.exp(a) / (1 + math.exp(a))
+
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def cuda_only(fn):
+    """Marks a test as CUDA-only: the ``cuda`` marker, and a visible skip without a device."""
+    return pytest.mark.cuda(
+        pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device (torch.cuda.is_available() is False)")(fn)
+    )
+
+
+# device parameter of tests that run on both: the CUDA case is marked and skipped without a device
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")]),
+]
 
 
 @pytest.fixture

@@ -20,24 +20,27 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor&, const at::Tensor&, const
 #endif
 }  // namespace softras
 
+// Every type is module-local: the CPU and the CUDA module bind the same C++ types, and
+// pybind11 refuses to register a global type twice ("generic_type: type ... is already
+// registered"), which would make whichever module loads second fail to import.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using softras::RasterParams;
   namespace py = pybind11;
-  py::enum_<softras::DistFunc>(m, "DistFunc")
+  py::enum_<softras::DistFunc>(m, "DistFunc", py::module_local())
       .value("hard", softras::DistFunc::Hard)
       .value("barycentric", softras::DistFunc::Barycentric)
       .value("euclidean", softras::DistFunc::Euclidean);
-  py::enum_<softras::AggrRGB>(m, "AggrRGB")
+  py::enum_<softras::AggrRGB>(m, "AggrRGB", py::module_local())
       .value("hard", softras::AggrRGB::Hard)
       .value("softmax", softras::AggrRGB::Softmax);
-  py::enum_<softras::AggrAlpha>(m, "AggrAlpha")
+  py::enum_<softras::AggrAlpha>(m, "AggrAlpha", py::module_local())
       .value("hard", softras::AggrAlpha::Hard)
       .value("sum", softras::AggrAlpha::Sum)
       .value("prod", softras::AggrAlpha::Prod);
-  py::enum_<softras::TextureType>(m, "TextureType")
+  py::enum_<softras::TextureType>(m, "TextureType", py::module_local())
       .value("surface", softras::TextureType::Surface)
       .value("vertex", softras::TextureType::Vertex);
-  py::class_<RasterParams>(m, "RasterParams")
+  py::class_<RasterParams>(m, "RasterParams", py::module_local())
       .def(py::init<>())
       .def_readwrite("num_meshes", &RasterParams::num_meshes)
       .def_readwrite("num_faces", &RasterParams::num_faces)

@@ -10,7 +10,7 @@ namespace softras {
 // Checks the packed inputs against the parameters; errors name the argument.
 inline void check_inputs(const at::Tensor& face_vertices, const at::Tensor& textures,
                          const at::Tensor& mesh_first_face, const RasterParams& p,
-                         c10::DeviceType device) {
+                         c10::DeviceType device, bool check_first_values = true) {
   TORCH_CHECK_VALUE(face_vertices.dim() == 3 && face_vertices.size(1) == 3 && face_vertices.size(2) == 3,
                     "face_vertices: expected shape [F, 3, 3], got ", face_vertices.sizes());
   TORCH_CHECK_VALUE(textures.dim() == 3 && textures.size(0) == face_vertices.size(0) &&
@@ -28,7 +28,19 @@ inline void check_inputs(const at::Tensor& face_vertices, const at::Tensor& text
     TORCH_CHECK_VALUE(t->device().type() == device, "expected tensors on ", device, ", got ",
                       t->device());
   TORCH_CHECK_VALUE(face_vertices.size(0) < (int64_t(1) << 31), "face_vertices: at most 2^31 faces");
+  TORCH_CHECK_VALUE(p.num_faces == face_vertices.size(0), "num_faces: expected ", face_vertices.size(0),
+                    " (the faces of face_vertices), got ", p.num_faces);
   TORCH_CHECK_VALUE(p.height > 0 && p.width > 0, "image_size: expected positive sizes");
+  // mesh b owns faces [first[b], first[b + 1]): the values must be non-decreasing in [0, F]
+  // (on a GPU this copies B integers to the host; the backward, which gets the tensors the
+  // forward checked, skips it)
+  if (!check_first_values) return;
+  const auto first = mesh_first_face.to(at::kCPU).contiguous();
+  const int64_t* a = first.data_ptr<int64_t>();
+  const int64_t B = first.size(0), F = face_vertices.size(0);
+  for (int64_t b = 0; b < B; ++b)
+    TORCH_CHECK_VALUE(0 <= a[b] && a[b] <= (b + 1 < B ? a[b + 1] : F), "mesh_first_face: expected ",
+                      "non-decreasing values in [0, ", F, "], got ", first);
 }
 
 struct ForwardOutputs {

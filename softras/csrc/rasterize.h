@@ -474,6 +474,9 @@ template <typename T, DistFunc DF, TextureType TT, typename AddTex>
 SR_HD bool pair_backward(const FaceGeom<T>& g, const T* tex, int64_t face, int64_t faces_in_mesh,
                          T px, T py, const PixelGrad<T>& pg, const RasterParams& p, T out[9],
                          AddTex&& add_tex) {
+  // the forward only visits a face at the pixels inside its (grown) box; the face picked
+  // by the hard colour is always inside it, and is kept against rounding all the same
+  if (!in_box(g, px, py) && pg.idx != face) return false;
   Fragment<T> f;
   fragment_coverage<T, DF>(g, px, py, p, f);
   const bool picked = p.aggr_rgb == AggrRGB::Hard && pg.idx == face;

@@ -228,7 +228,6 @@ void backward_impl(const at::Tensor& grad_rgba, const at::Tensor& face_vertices,
       const PixelGrad<T>* row = pix.data() + b * HW + r * W;
       for (int64_t c = c0; c <= c1; ++c) {
         const T px = pixel_x<T>(c, W);
-        if (DF != DistFunc::Hard && !in_box(g, px, py) && row[c].idx != f) continue;
         pair_backward<T, DF, TT>(g, tex + f * tstride, f, faces_in_mesh, px, py, row[c], p, acc,
                                  add_tex);
       }

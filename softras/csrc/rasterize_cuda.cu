@@ -4,8 +4,8 @@
 // per tile its grown bounding box touches, in face order, and a stable sort groups the keys
 // so each bin keeps face order (no bin has a fixed capacity, nothing is ever dropped). One
 // block shades one tile, one thread one pixel, visiting the bin's faces in order with the
-// same per-pixel code as the CPU (rasterize.h). Backward walks the same bins and adds each
-// pair's gradient to its face with atomics.
+// same per-pixel code as the CPU (rasterize.h). Backward walks the same bins, sums each
+// face's gradient over a warp's pixels and adds it to the face with atomics.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -124,7 +124,7 @@ __global__ void forward_kernel(const FaceGeom<T>* __restrict__ geom, const T* __
   for (int64_t k = bin_start[bin]; k < bin_start[bin + 1]; ++k) {
     const int64_t f = bin_faces[k];
     const FaceGeom<T>& g = geom[f];
-    if (DF != DistFunc::Hard && !in_box(g, px, py)) continue;
+    if (!in_box(g, px, py)) continue;  // as on the CPU, for every distance
     pixel_add_face<T, DF, TT>(g, tex + f * tstride, f, px, py, p, acc);
   }
   T out[4], px_aux[3], px_depth;
@@ -138,6 +138,17 @@ __global__ void forward_kernel(const FaceGeom<T>* __restrict__ geom, const T* __
   index[b * HW + o] = i;
 }
 
+// Sum of v over the 32 lanes of a warp, in every lane.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// One block per bin, one thread per pixel, as the forward. Every thread of a block walks the
+// same faces (no thread leaves early), so that the warps can first sum a face's gradient over
+// their 32 pixels and add it with 9 atomics per warp instead of 9 per pixel. Texture
+// gradients go to the texel each pixel hit, with one atomic per pixel.
 template <typename T, DistFunc DF, TextureType TT>
 __global__ void backward_kernel(const FaceGeom<T>* __restrict__ geom, const T* __restrict__ tex,
                                 const int32_t* __restrict__ bin_faces, const int64_t* __restrict__ bin_start,
@@ -148,30 +159,40 @@ __global__ void backward_kernel(const FaceGeom<T>* __restrict__ geom, const T* _
   const int64_t ntiles = ntx * ((p.height + p.tile - 1) / p.tile);
   const int64_t bin = blockIdx.x, b = bin / ntiles, t = bin % ntiles;
   const int64_t r = (t / ntx) * p.tile + threadIdx.y, c = (t % ntx) * p.tile + threadIdx.x;
-  if (r >= p.height || c >= p.width) return;
+  const bool lane0 = ((threadIdx.y * blockDim.x + threadIdx.x) & 31) == 0;
+  const bool in_image = r < p.height && c < p.width;
   const T px = pixel_x<T>(c, p.width), py = pixel_y<T>(r, p.height);
   const int64_t HW = p.height * p.width, o = r * p.width + c, tstride = p.texture_size * 3;
   PixelGrad<T> pg;
-  for (int k = 0; k < 4; ++k) pg.grad[k] = grad_rgba[(b * 4 + k) * HW + o];
-  if (pg.grad[0] == T(0) && pg.grad[1] == T(0) && pg.grad[2] == T(0) && pg.grad[3] == T(0)) return;
-  for (int k = 0; k < 3; ++k) pg.rgb[k] = rgba[(b * 4 + k) * HW + o];
-  pg.keep = aux[(b * 3 + 0) * HW + o];
-  pg.m = aux[(b * 3 + 1) * HW + o];
-  pg.S = aux[(b * 3 + 2) * HW + o];
-  pg.idx = index[b * HW + o];
+  bool active = false;
+  if (in_image) {
+    for (int k = 0; k < 4; ++k) pg.grad[k] = grad_rgba[(b * 4 + k) * HW + o];
+    active = pg.grad[0] != T(0) || pg.grad[1] != T(0) || pg.grad[2] != T(0) || pg.grad[3] != T(0);
+  }
+  if (active) {
+    for (int k = 0; k < 3; ++k) pg.rgb[k] = rgba[(b * 4 + k) * HW + o];
+    pg.keep = aux[(b * 3 + 0) * HW + o];
+    pg.m = aux[(b * 3 + 1) * HW + o];
+    pg.S = aux[(b * 3 + 2) * HW + o];
+    pg.idx = index[b * HW + o];
+  }
   const int64_t nf = faces_in_mesh[b];
-  for (int64_t k = bin_start[bin]; k < bin_start[bin + 1]; ++k) {
+  for (int64_t k = bin_start[bin]; k < bin_start[bin + 1]; ++k) {  // the same range for the block
     const int64_t f = bin_faces[k];
-    const FaceGeom<T>& g = geom[f];
-    T* gt = grad_tex ? grad_tex + f * tstride : nullptr;
     T out[9] = {};
-    const bool hit = pair_backward<T, DF, TT>(g, tex + f * tstride, f, nf, px, py, pg, p, out,
-                                              [gt](int64_t row, int k, T v) {
-                                                if (gt) atomicAdd(gt + 3 * row + k, v);
-                                              });
-    if (!hit) continue;
-    for (int k = 0; k < 9; ++k)
-      if (out[k] != T(0)) atomicAdd(grad_fv + 9 * f + k, out[k]);
+    bool hit = false;
+    if (active) {
+      T* gt = grad_tex ? grad_tex + f * tstride : nullptr;
+      hit = pair_backward<T, DF, TT>(geom[f], tex + f * tstride, f, nf, px, py, pg, p, out,
+                                     [gt](int64_t row, int k, T v) {
+                                       if (gt) atomicAdd(gt + 3 * row + k, v);
+                                     });
+    }
+    if (__ballot_sync(0xffffffffu, hit) == 0u) continue;  // no pixel of this warp touches f
+    for (int j = 0; j < 9; ++j) {
+      const T v = warp_sum(out[j]);
+      if (lane0 && v != T(0)) atomicAdd(grad_fv + 9 * f + j, v);
+    }
   }
 }
 
@@ -211,7 +232,9 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_rgba, const at::Ten
                                       const at::Tensor& textures_, const at::Tensor& mesh_first_face_,
                                       const at::Tensor& rgba, const at::Tensor& aux, const at::Tensor& index,
                                       const RasterParams& params, bool texture_grad) {
-  check_inputs(face_vertices_, textures_, mesh_first_face_, params, at::kCUDA);
+  check_inputs(face_vertices_, textures_, mesh_first_face_, params, at::kCUDA, /*check_first_values=*/false);
+  // gradients are summed with atomics: their rounding depends on the order of the additions
+  at::globalContext().alertNotDeterministic("soft_rasterize backward (CUDA)");
   const c10::cuda::OptionalCUDAGuard guard(face_vertices_.device());
   const auto face_vertices = face_vertices_.contiguous();
   const auto textures = textures_.contiguous();

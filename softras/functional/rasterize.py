@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import _native
 from . import _torch_impl
 from .settings import BACKENDS, ImageSize, RasterSettings
 
@@ -56,8 +57,6 @@ def _check_textures(textures: torch.Tensor, faces_shape: Sequence[int], texture_
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
-    from .. import _native
-
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if backend == "auto":
@@ -121,9 +120,7 @@ def soft_rasterize_packed(
     if kind == "reference":
         rgba, depth, index = _torch_impl.soft_rasterize_packed(face_vertices, textures, first, settings)
     else:
-        from .._native import NativeRasterize
-
-        rgba, depth, index = NativeRasterize.apply(face_vertices, textures, first, settings, kind)
+        rgba, depth, index = _native.NativeRasterize.apply(face_vertices, textures, first, settings, kind)
     return (rgba, Fragments(depth, index)) if return_fragments else rgba
 
 
