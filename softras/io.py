@@ -34,6 +34,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from .functional.texture import texel_index
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
@@ -465,14 +467,6 @@ def texel_barycentrics(texture_res: int) -> np.ndarray:
     return w
 
 
-def _texel_index(w0: np.ndarray, w1: np.ndarray, R: int) -> np.ndarray:
-    """The rasterizer's texel index (``texel_index`` in rasterize.h) of barycentrics (w0, w1)."""
-    a = np.clip(np.floor(w0 * R), 0, R - 1)
-    b = np.minimum(np.clip(np.floor(w1 * R), 0, R - 1), R - 1 - a)
-    lower = (a + b == R - 1) | ((w0 + w1) * R - a - b <= 1)
-    return np.where(lower, b * R + a, (R - 1 - b) * R + (R - 1 - a)).astype(np.int64)
-
-
 def _surface_textures(obj: ObjData, R: int) -> np.ndarray:
     """Bake the surface textures [F, R*R, 3] (float64) of a parsed OBJ."""
     F = obj.faces.shape[0]
@@ -626,7 +620,8 @@ def _atlas(tex: np.ndarray, R: int, tile_min: int) -> tuple[np.ndarray, np.ndarr
     cols = max(1, math.ceil(math.sqrt(F)))
     rows = max(1, math.ceil(F / cols))
     centres = (np.arange(T) + 0.5) / T
-    idx = _texel_index(centres[None, :], centres[:, None], R)  # [T (row: w1), T (column: w0)]
+    c = torch.from_numpy(centres)
+    idx = texel_index(c[None, :], c[:, None], R).numpy()  # [T (row: w1), T (column: w0)]
     q = np.round(np.clip(tex, 0.0, 1.0) * 255.0).astype(np.uint8)  # [F, R*R, 3]
     tiles = np.full((rows * cols, T, T, 3), 255, dtype=np.uint8)
     tiles[:F] = q[:, idx]

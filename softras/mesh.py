@@ -10,6 +10,7 @@ import torch
 from .functional.cameras import face_vertices as _face_vertices
 from .functional.lighting import surface_normals as _surface_normals
 from .functional.lighting import vertex_normals as _vertex_normals
+from .functional.texture import texel_index
 
 TEXTURE_TYPES = ("surface", "vertex")
 
@@ -39,10 +40,10 @@ def _tensor(name: str, value, dtype: torch.dtype, device=None) -> torch.Tensor:
 def _reversed_texel_order(texture_res: int) -> torch.Tensor:
     """perm [R*R]: texel t of a face with reversed corners (v2, v1, v0) covers the same
     sub-triangle as texel perm[t] of the face (v0, v1, v2)."""
-    from .io import _texel_index, texel_barycentrics
+    from .io import texel_barycentrics
 
-    w = texel_barycentrics(texture_res)  # centroids, in the reversed face's barycentrics
-    return torch.from_numpy(_texel_index(w[:, 2], w[:, 1], int(texture_res)))
+    w = torch.from_numpy(texel_barycentrics(texture_res))  # centroids, in the reversed face's barycentrics
+    return texel_index(w[:, 2], w[:, 1], int(texture_res))
 
 
 class Mesh:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .settings import RasterSettings
+from .texture import texel_index
 
 DET_MIN = 1e-10  # smallest |determinant| of the barycentric system; the sign is kept
 Z_MIN = 1e-10  # smallest |depth| of a vertex before 1/z; the sign is kept
@@ -52,19 +53,11 @@ def _first_min(v: torch.Tensor) -> torch.Tensor:
 
 
 def _texel_colour(tex: torch.Tensor, wc: torch.Tensor) -> torch.Tensor:
-    """Colour of a surface texture [F, R*R, 3] at clipped barycentrics wc [P, F, 3].
-
-    Sub-triangle (a, b) = floor(wc[:2] * R) of the R x R grid, lower half when its
-    fractional sum is <= 1; cells on the outer diagonal (a + b = R - 1) always take their
-    lower half, the only one inside the face.
-    """
+    """Colour of a surface texture [F, R*R, 3] at clipped barycentrics wc [P, F, 3]: the
+    texel of :func:`softras.functional.texture.texel_index`."""
     R = int(round(tex.shape[1] ** 0.5))
     with torch.no_grad():
-        a = torch.floor(wc[..., 0] * R).clamp(0, R - 1)
-        b = torch.minimum(torch.floor(wc[..., 1] * R).clamp(0, R - 1), R - 1 - a)
-        # cells on the outer diagonal only have their lower half inside the face
-        lower = (a + b == R - 1) | ((wc[..., 0] + wc[..., 1]) * R - a - b <= 1)
-        idx = torch.where(lower, b * R + a, (R - 1 - b) * R + (R - 1 - a)).long()  # [P, F]
+        idx = texel_index(wc[..., 0], wc[..., 1], R)  # [P, F]
     f_idx = torch.arange(tex.shape[0], device=tex.device).expand_as(idx)
     return tex[f_idx, idx]  # [P, F, 3]
 
