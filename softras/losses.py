@@ -38,7 +38,7 @@ class LaplacianLoss(nn.Module):
         super().__init__()
         vertices = torch.as_tensor(vertices)
         self.nv = int(vertices.shape[-2])
-        faces = _L._as_faces(faces)
+        faces = _L.as_faces(faces)
         self.nf = int(faces.shape[0])
         self.average = bool(average)
         L = _L.uniform_laplacian(faces, self.nv, dtype=torch.float64)
@@ -77,7 +77,7 @@ class FlattenLoss(nn.Module):
 
     def __init__(self, faces: torch.Tensor, average: bool = False) -> None:
         super().__init__()
-        faces = _L._as_faces(faces)
+        faces = _L.as_faces(faces)
         self.nf = int(faces.shape[0])
         self.average = bool(average)
         self.register_buffer("edges", _L.interior_edges(faces.cpu()), persistent=False)
@@ -100,7 +100,7 @@ class NormalConsistencyLoss(nn.Module):
 
     def __init__(self, faces: torch.Tensor, average: bool = False) -> None:
         super().__init__()
-        faces = _L._as_faces(faces)
+        faces = _L.as_faces(faces)
         self.average = bool(average)
         self.register_buffer("edges", _L.interior_edges(faces.cpu()), persistent=False)
 
@@ -120,7 +120,7 @@ class EdgeLengthLoss(nn.Module):
 
     def __init__(self, faces: torch.Tensor, target_length: float = 0.0, average: bool = False) -> None:
         super().__init__()
-        faces = _L._as_faces(faces)
+        faces = _L.as_faces(faces)
         self.target_length = float(target_length)
         self.average = bool(average)
         self.register_buffer("edges", _L.mesh_edges(faces.cpu()), persistent=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "as_faces",
     "mesh_edges",
     "interior_edges",
     "uniform_laplacian",
@@ -38,8 +39,9 @@ EPS = 1e-6
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_faces(faces: torch.Tensor) -> torch.Tensor:
-    """faces as an int64 ``[F, 3]`` tensor (a ``[1, F, 3]`` batch of one is squeezed)."""
+def as_faces(faces: torch.Tensor) -> torch.Tensor:  # [F, 3] or [1, F, 3]
+    """faces as an int64 ``[F, 3]`` tensor (a ``[1, F, 3]`` batch of one is squeezed), checked:
+    integer indices, none negative."""
     faces = torch.as_tensor(faces)
     if faces.dim() == 3 and faces.shape[0] == 1:
         faces = faces[0]
@@ -86,7 +88,7 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
         ``[E, 2]`` int64, each row ``(a, b)`` with ``a < b`` (edges of degenerate faces with a
         repeated vertex, ``a == b``, are dropped), sorted by ``(a, b)``.
     """
-    faces = _as_faces(faces)
+    faces = as_faces(faces)
     if faces.shape[0] == 0:
         return torch.zeros(0, 2, dtype=torch.long, device=faces.device)
     keys_sorted, order, a, b, _ = _sorted_edge_table(faces)
@@ -113,7 +115,7 @@ def interior_edges(faces: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[E, 4]`` int64, sorted by ``(a, b)``; ``E = 3F/2`` for a closed manifold mesh.
     """
-    faces = _as_faces(faces)
+    faces = as_faces(faces)
     f0, f1, f2 = faces.unbind(1)
     faces = faces[(f0 != f1) & (f1 != f2) & (f2 != f0)]  # drop degenerate faces
     if faces.shape[0] == 0:
@@ -150,7 +152,7 @@ def uniform_laplacian(
     Returns:
         coalesced sparse COO ``[V, V]``.
     """
-    faces = _as_faces(faces)
+    faces = as_faces(faces)
     V = int(num_vertices)
     if faces.numel() and int(faces.max()) >= V:
         raise ValueError(f"faces reference vertex {int(faces.max())} but num_vertices is {V}")
