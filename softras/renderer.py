@@ -7,23 +7,45 @@ changes the mesh it is given.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional.rasterize import soft_rasterize_packed
-from .functional.settings import ImageSize, RasterSettings, image_size_hw
+from .functional.settings import TEXTURE_TYPES, ImageSize, RasterSettings
 from .lighting import Lighting
 from .mesh import Mesh
 from .transform import Transform
+
+RASTER_OPTIONS = tuple(f.name for f in fields(RasterSettings))
+
+
+def settings_from(options: Mapping[str, object]) -> RasterSettings:
+    """The :class:`RasterSettings` of a mapping of options that holds every field of it
+    (a constructor's ``locals()``; other keys ignored), checked once."""
+    return RasterSettings(**{name: options[name] for name in RASTER_OPTIONS})
+
+
+def _setting(name: str) -> property:
+    def get(self: SoftRasterizer):
+        return getattr(self.raster_settings, name)
+
+    def set_(self: SoftRasterizer, value) -> None:
+        self.raster_settings = replace(self.raster_settings, **{name: value})
+
+    return property(get, set_, doc=f"``raster_settings.{name}``; assigning replaces the settings")
 
 
 class SoftRasterizer(nn.Module):
     """Soft rasterization of projected meshes; see ``softras.functional.soft_rasterize``.
 
-    ``anti_aliasing`` renders at twice the size and average-pools 2x2.
+    The options live in one frozen :class:`RasterSettings`, ``raster_settings``; each option is
+    also an attribute (``rasterizer.sigma_val = 1e-4``, as in SoftRas) whose assignment replaces
+    the settings with a checked copy. ``anti_aliasing`` renders at twice the size and
+    average-pools 2x2.
     """
 
     def __init__(
@@ -45,42 +67,27 @@ class SoftRasterizer(nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
-        self.image_size = image_size
-        self.background_color = background_color
-        self.near = near
-        self.far = far
+        self.raster_settings = settings_from(locals())
         self.anti_aliasing = anti_aliasing
-        self.fill_back = fill_back
-        self.eps = eps
-        self.sigma_val = sigma_val
-        self.dist_func = dist_func
-        self.dist_eps = dist_eps
-        self.gamma_val = gamma_val
-        self.aggr_func_rgb = aggr_func_rgb
-        self.aggr_func_alpha = aggr_func_alpha
-        self.texture_type = texture_type
         self.backend = backend
-        self.settings()  # validate now
+
+    @classmethod
+    def from_settings(
+        cls, settings: RasterSettings, anti_aliasing: bool = False, backend: str = "auto"
+    ) -> SoftRasterizer:
+        """A rasterizer holding ``settings`` (at the size of the returned images)."""
+        if not isinstance(settings, RasterSettings):
+            raise TypeError(f"settings: expected RasterSettings, got {type(settings).__name__}")
+        out = cls(anti_aliasing=anti_aliasing, backend=backend)
+        out.raster_settings = settings
+        return out
 
     def settings(self) -> RasterSettings:
-        """The current options as validated settings (at the rendered size)."""
-        H, W = image_size_hw(self.image_size)
-        scale = 2 if self.anti_aliasing else 1
-        return RasterSettings(
-            image_size=(H * scale, W * scale),
-            background_color=tuple(self.background_color),
-            near=self.near,
-            far=self.far,
-            fill_back=self.fill_back,
-            eps=self.eps,
-            sigma_val=self.sigma_val,
-            dist_func=self.dist_func,
-            dist_eps=self.dist_eps,
-            gamma_val=self.gamma_val,
-            aggr_func_rgb=self.aggr_func_rgb,
-            aggr_func_alpha=self.aggr_func_alpha,
-            texture_type=self.texture_type,
-        )
+        """The settings of the rasterization itself (twice the size with ``anti_aliasing``)."""
+        if not self.anti_aliasing:
+            return self.raster_settings
+        H, W = self.raster_settings.image_size
+        return replace(self.raster_settings, image_size=(2 * H, 2 * W))
 
     def forward(self, mesh: Mesh | Sequence[Mesh], mode=None) -> torch.Tensor:
         """RGBA [B, 4, H, W] of projected mesh(es); a list of meshes of different sizes is
@@ -98,6 +105,11 @@ class SoftRasterizer(nn.Module):
         if self.anti_aliasing:
             images = F.avg_pool2d(images, kernel_size=2, stride=2)
         return images
+
+
+for _name in RASTER_OPTIONS:
+    setattr(SoftRasterizer, _name, _setting(_name))
+del _name
 
 
 class SoftRenderer(nn.Module):
@@ -158,35 +170,19 @@ class SoftRenderer(nn.Module):
             camera_direction,
             image_size=image_size,
         )
-        self.rasterizer = SoftRasterizer(
-            image_size,
-            background_color,
-            near,
-            far,
-            anti_aliasing,
-            fill_back,
-            eps,
-            sigma_val,
-            dist_func,
-            dist_eps,
-            gamma_val,
-            aggr_func_rgb,
-            aggr_func_alpha,
-            texture_type,
-            backend,
-        )
+        self.rasterizer = SoftRasterizer.from_settings(settings_from(locals()), anti_aliasing, backend)
 
     def set_sigma(self, sigma: float) -> None:
-        self.rasterizer.sigma_val = sigma
+        self.rasterizer.raster_settings = replace(self.rasterizer.raster_settings, sigma_val=sigma)
 
     def set_gamma(self, gamma: float) -> None:
-        self.rasterizer.gamma_val = gamma
+        self.rasterizer.raster_settings = replace(self.rasterizer.raster_settings, gamma_val=gamma)
 
     def set_texture_mode(self, mode: str) -> None:
-        if mode not in ("surface", "vertex"):
+        if mode not in TEXTURE_TYPES:
             raise ValueError(f"mode: expected 'surface' or 'vertex', got {mode!r}")
         self.lighting.light_mode = mode
-        self.rasterizer.texture_type = mode
+        self.rasterizer.raster_settings = replace(self.rasterizer.raster_settings, texture_type=mode)
 
     def render_mesh(self, mesh: Mesh | Sequence[Mesh], mode=None) -> torch.Tensor:
         """RGBA [B, 4, H, W]; ``mesh`` (or each mesh of a list) is left unchanged.
