@@ -30,7 +30,8 @@ first coordinate of the vertices, index 3 the last), the order of the original S
 voxelization kernels (``voxels[bn, c0, c1, c2]``). The original reconstruction evaluation
 compared with the ShapeNet voxel files of the recon dataset (``[N, 32, 32, 32]``) after
 ``voxels.transpose(0, 2, 1, 3)[:, :, :, ::-1]``, i.e. ``[b, y, x, S-1-z]``; use
-:func:`to_dataset_axes` for that layout (to be verified against the dataset). Note that the
+:func:`to_dataset_axes` for that layout; the benchmark's convention as a whole is stated and
+tested once, in ``softras.datasets.voxels`` (``mesh_to_dataset_voxels``). Note that the
 original kernels sampled triangle columns at integer coordinates (not voxel centres), so their
 voxels are offset by up to half a voxel from ours along some axes.
 """
