@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast bench lint format cuda-check clean
+.PHONY: help setup demo test test-fast bench lint format cuda-check gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ format: $(READY)  ## ruff format
 
 cuda-check: $(READY)  ## compile the CUDA sources (compile only; needs nvcc)
 	$(BIN)/python -m softras.build --cuda-compile-check
+
+gpu-check:  ## on a GPU machine, offline: build, CUDA tests, bench -> outputs/gpu-check/ (uses the machine's torch)
+	bash .ci/gpu-check
 
 clean:  ## remove build products and caches (keeps outputs/)
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

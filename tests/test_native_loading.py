@@ -191,3 +191,22 @@ def test_two_extensions_with_the_same_bindings_import_together(order):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"both imported: {','.join(order)}"
+
+
+_BOTH_SCRIPT = """
+import sys
+from softras import _native
+for kind in sys.argv[1:]:
+    _native.load(kind)
+print("loaded", *sys.argv[1:])
+"""
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")
+@pytest.mark.parametrize("order", [("cpu", "cuda"), ("cuda", "cpu")], ids=["cpu-first", "cuda-first"])
+def test_cpu_and_cuda_backends_load_in_one_process(order):
+    _native.load("cpu"), _native.load("cuda")  # built here (cached) before the subprocess
+    proc = subprocess.run([sys.executable, "-c", _BOTH_SCRIPT, *order], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "loaded " + " ".join(order)
