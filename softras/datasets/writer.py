@@ -283,7 +283,8 @@ def ensure_procedural_dataset(
     **kwargs,
 ) -> Path:
     """The procedural dataset in ``out_dir`` (default :func:`default_dataset_dir`), generated
-    first if its ``dataset.json`` is missing or was made with other settings. Call it from one
+    first if its ``dataset.json`` is missing or was made with other settings (seed, objects per
+    class, classes, fractions; ``kwargs`` as :func:`make_procedural_dataset`). Call it from one
     process (rank 0) and let the others wait (a barrier) before reading."""
     out = Path(out_dir).expanduser() if out_dir is not None else default_dataset_dir()
     manifest = out / MANIFEST
@@ -292,7 +293,10 @@ def ensure_procedural_dataset(
             m = json.loads(manifest.read_text())
         except (OSError, ValueError):
             m = {}
-        same = m.get("source") == "procedural" and m.get("version") == FORMAT_VERSION
-        if same and m.get("objects_per_class") == objects_per_class and m.get("seed") == seed:
+        ids = kwargs.get("class_ids")
+        ids = sorted(class_id_of(c) for c in (ids if ids is not None else PROCEDURAL_CLASSES))
+        same = m.get("source") == "procedural" and m.get("version") == FORMAT_VERSION and m.get("seed") == seed
+        same = same and m.get("objects_per_class") == objects_per_class and sorted(m.get("objects", {})) == ids
+        if same and m.get("fractions") == list(kwargs.get("fractions", DEFAULT_FRACTIONS)):
             return out
     return make_procedural_dataset(out, objects_per_class=objects_per_class, seed=seed, **kwargs)
