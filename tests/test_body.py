@@ -168,7 +168,7 @@ def test_hand_joint_bends_the_fingers(smpl_model, smpl_data):
     pose = torch.zeros(1, 69, dtype=torch.float64)
     pose[0, 3 * 22 + 2] = math.pi / 2  # joint 23 (right hand), 90 degrees about z
     out = smpl_model(body_pose=pose)
-    v0, v = smpl_model().vertices[0], out.vertices[0]
+    v0, v = smpl_model().vertices[0].detach(), out.vertices[0].detach()
     hand = torch.tensor([-0.78, 0.22, 0.0], dtype=torch.float64)
     tip0, tip = v0[ids["rmiddle"]] - hand, v[ids["rmiddle"]] - hand
     # the fingertip turned 90 degrees about the hand joint's z axis, the elbow did not move
