@@ -9,7 +9,7 @@ import torch
 
 from .. import _native
 from . import _torch_impl
-from .settings import BACKENDS, ImageSize, RasterSettings
+from .settings import BACKENDS, ImageSize, RasterSettings, check_raster_memory
 
 __all__ = ["soft_rasterize", "soft_rasterize_packed", "RasterSettings", "Fragments"]
 
@@ -115,6 +115,11 @@ def soft_rasterize_packed(
     # fast path: a finite sum proves every value finite; otherwise look closer
     if F > 0 and not (bool(torch.isfinite(face_vertices.detach().sum())) or bool(torch.isfinite(face_vertices).all())):
         raise ValueError("face_vertices: expected finite values, got NaN or Inf")
+    if F > 0 and not (bool(torch.isfinite(textures.detach().sum())) or bool(torch.isfinite(textures).all())):
+        raise ValueError("textures: expected finite values, got NaN or Inf")
+    # refuse what cannot fit before building a backend or allocating anything
+    planned = backend if backend in ("reference", "cpu", "cuda") else face_vertices.device.type
+    check_raster_memory(settings, first.numel(), planned, face_vertices.dtype, face_vertices.device)
 
     kind = _resolve_backend(backend, face_vertices.device)
     if kind == "reference":
