@@ -1,20 +1,28 @@
-"""The `softras` command: Hydra-configured subcommands.
+"""The `softras` command: Hydra-configured subcommands on the experiment engine.
 
     softras --help                          the subcommands
     softras <sub> [key=value ...]           run one, with Hydra overrides
     softras <sub> --help                    its config and options
     softras <sub> config=<preset|file.yaml> a named preset of configs/experiment/<sub>/, or a YAML file
+    softras <sub> resume=<run folder>       continue a run in its folder, with its own config
     softras <sub> -m key=a,b                a multirun sweep
+    torchrun --standalone --nproc_per_node=N -m softras.cli <sub> ...   several processes (deform, train-recon)
 
-Each run writes into its own new folder outputs/<sub>/<date>_<time>/.
+Each run writes into its own new folder outputs/<sub>/<date>_<time>/, created atomically.
+A mistake found before a run starts is one line naming the key or the path (exit 2); an
+error inside a running task keeps its traceback (run.log and stderr; exit 1); an interrupted
+run exits 130.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("softras.tasks.render", "turntable GIF and blurry-to-sharp sigma/gamma strip of a mesh"),
@@ -22,9 +30,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fit-pose": ("softras.tasks.fit_pose", "fit a rigid pose under heavy occlusion with scheduled blur (trials=N)"),
 }
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("softras.demo", "a short render-and-backpropagate demo on the Spot cow (no Hydra)"),
     "build": ("softras.build", "build the native backends now (or --cuda-compile-check)"),
 }
+HELP_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--resolve", "-p", "--package")
 
 
 class UserError(Exception):
@@ -39,7 +47,10 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _override_value(value) -> str:
+# ---- overrides ----------------------------------------------------------------------------------
+
+
+def _override_value(value: Any) -> str:
     """A Python value as a Hydra override value."""
     if value is None:
         return "null"
@@ -55,12 +66,16 @@ def _override_value(value) -> str:
     return f"'{text}'"
 
 
-def _flatten(prefix: str, node, out: list[str]) -> None:
+def _flatten(prefix: str, node: Any, out: list[str]) -> None:
     if isinstance(node, dict) and node:
         for k, v in node.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out.append(f"{prefix}={_override_value(node)}")
+
+
+def _key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
 
 
 def expand_config_arg(sub: str, args: list[str]) -> list[str]:
@@ -84,7 +99,9 @@ def expand_config_arg(sub: str, args: list[str]) -> list[str]:
             try:
                 data = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError as err:
-                raise UserError(f"config: {value} is not valid YAML ({str(err).splitlines()[0]})") from None
+                mark = getattr(err, "problem_mark", None)
+                where = f" line {mark.line + 1}" if mark is not None else ""
+                raise UserError(f"config: {value}{where} is not valid YAML ({str(err).splitlines()[0]})") from None
             if not isinstance(data, dict):
                 raise UserError(f"config: {value} must hold a mapping of keys to values")
             data.pop("defaults", None)
@@ -99,92 +116,42 @@ def expand_config_arg(sub: str, args: list[str]) -> list[str]:
     return front + out
 
 
-def _run_dir_override(sub: str, args: list[str]) -> list[str]:
-    """A run (or sweep) folder that does not exist yet, unless the user chose one."""
-    if any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
-        return []
-    from .tasks._run import new_run_dir
+def _resume_args(sub: str, spec: Any, args: list[str]) -> tuple[list[str], Path | None]:
+    """With ``resume=<folder>``: that run's saved config as overrides, plus the user's
+    overrides that are safe to change on resume (anything else is refused)."""
+    given = [a for a in args if _key(a) == "resume" and not a.startswith("-")]
+    if not given:
+        return args, None
+    value = given[-1].split("=", 1)[1].strip().strip("'\"")
+    if value in ("", "null", "None"):
+        return [a for a in args if a not in given], None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"resume: no such run folder {value}")
+    saved_path = folder / "config.yaml"
+    if not saved_path.is_file() or not (folder / "checkpoint.pt").is_file():
+        raise UserError(f"resume: {folder} is not a resumable {sub} run (no config.yaml and checkpoint.pt)")
+    import yaml
 
-    if "-m" in args or "--multirun" in args:
-        path = new_run_dir(Path("outputs") / sub, prefix="multirun_")
-        path.rmdir()  # Hydra creates it (same-second sweeps get _1, _2, ...)
-        return [f"hydra.sweep.dir={path}"]
-    path = new_run_dir(Path("outputs") / sub)
-    path.rmdir()  # Hydra creates it; the name is ours alone (same-second runs get _1, _2, ...)
-    return [f"hydra.run.dir={path}"]
-
-
-def run_subcommand(sub: str, args: list[str]) -> int:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from .config import register_resolvers
-    from .paths import config_dir
-
-    register_resolvers()
-    module_name = SUBCOMMANDS[sub][0]
-    helping = any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info") for a in args)
-    args = expand_config_arg(sub, args)
-    sweep_dir: Path | None = None
-    multirun = "-m" in args or "--multirun" in args
-    if not helping:
-        _check_overrides(sub, args, multirun)
-        # -m first, then the folder: a flag between two overrides would split them for argparse
-        flags = [a for a in args if a in ("-m", "--multirun")]
-        folder = _run_dir_override(sub, args)
-        args = flags + folder + [a for a in args if a not in ("-m", "--multirun")]
-        if multirun and folder:
-            sweep_dir = Path(folder[0].split("=", 1)[1])
-    result: dict = {}
-
-    def task(cfg) -> float | None:
-        module = importlib.import_module(module_name)
-        out_dir = HydraConfig.get().runtime.output_dir
-        try:
-            metrics = module.run(cfg, out_dir=out_dir)
-        except (FileNotFoundError, ValueError, UserError) as err:
-            result.setdefault("errors", []).append(str(err))
-            _remove_if_unused(Path(out_dir))
-            return None
-        result["metrics"] = metrics
-        if isinstance(metrics, dict) and metrics.get("status") == "interrupted":
-            result["interrupted"] = True
-            if multirun:
-                raise KeyboardInterrupt  # one Ctrl-C (or SIGTERM) ends the whole sweep
-        key = getattr(module, "PRIMARY_METRIC", None)
-        return metrics.get(key) if isinstance(metrics, dict) and key else None
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[softras] %(message)s"))
-    logging.getLogger("softras").addHandler(handler)
-    main = hydra.main(version_base=None, config_path=str(config_dir()), config_name=sub)(task)
-    saved = sys.argv
-    sys.argv = [f"softras {sub}"] + args
-    try:
-        main()
-    except UserError as err:
-        print(f"softras {sub}: error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as err:
-        return int(err.code or 0) if not isinstance(err.code, str) else 1
-    except KeyboardInterrupt:  # outside a run's own handling (or a sweep stopped)
-        result["interrupted"] = True
-    finally:
-        sys.argv = saved
-        logging.getLogger("softras").removeHandler(handler)
-    if sweep_dir is not None:
-        _remove_if_unused(sweep_dir, keep_out=("multirun.yaml",))  # a sweep whose every job failed at once
-    for err in result.get("errors", []):
-        print(f"softras {sub}: error: {err}", file=sys.stderr)
-    if result.get("interrupted"):
-        print(f"softras {sub}: interrupted", file=sys.stderr)
-        return 130  # the shell's code for Ctrl-C: the run did not complete
-    return 2 if result.get("errors") else 0
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    rest = [a for a in args if a not in given]
+    flags = [a for a in rest if a.startswith("-")]
+    overrides = [a for a in rest if not a.startswith("-")]
+    for arg in overrides:
+        key = _key(arg)
+        if key.startswith("hydra.") or key == "config" or key == "experiment":
+            raise UserError(f"resume: {key} cannot be given with resume (the run keeps its folder and config)")
+        if not any(key == safe or key.startswith(safe + ".") for safe in spec.resume_safe):
+            allowed = ", ".join(spec.resume_safe)
+            raise UserError(f"resume: {key} would change the problem of the resumed run; only {allowed} may change")
+    saved.pop("resume", None)
+    front: list[str] = []
+    _flatten("", saved, front)
+    return flags + front + overrides + [f"resume={_override_value(str(folder))}"], folder
 
 
 def _first_of_sweep(overrides: list[str]) -> list[str]:
-    """The overrides of a sweep's first job (``a=1,2`` -> ``a=1``); sweeps that cannot be
-    listed here (globs, intervals for optimizing sweepers) are left out."""
+    """The overrides of a sweep's first job (``a=1,2`` -> ``a=1``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
@@ -200,8 +167,8 @@ def _first_of_sweep(overrides: list[str]) -> list[str]:
 
 
 def _check_overrides(sub: str, args: list[str], multirun: bool = False) -> None:
-    """Composes the config once up front so a bad override is one line naming the key
-    (for a sweep: the first job's config)."""
+    """Composes the config once up front so that a bad override, a wrong type or an unknown
+    key is one line naming the key (for a sweep: the first job's config)."""
     from .config import compose
 
     overrides = [a for a in args if not a.startswith(("hydra.", "-"))]
@@ -211,15 +178,190 @@ def _check_overrides(sub: str, args: list[str], multirun: bool = False) -> None:
         compose(sub, overrides)
     except Exception as err:  # noqa: BLE001 - Hydra's composition and parse errors
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        raise UserError(" ".join(lines[:3]) or type(err).__name__) from None
+        text = " ".join(lines[:3]) or type(err).__name__
+        if "+" in "".join(a[:1] for a in args) and "not in" in text:
+            text += " (unknown keys are errors, with or without '+')"
+        raise UserError(text) from None
 
 
-def _remove_if_unused(path: Path, keep_out: tuple[str, ...] = ()) -> None:
-    """Removes a run folder that holds nothing but Hydra's own notes (the run never began)."""
+# ---- run folders --------------------------------------------------------------------------------
+
+
+def new_run_dir(root: str | Path, prefix: str = "") -> Path:
+    """Creates and returns a new folder ``root/<prefix><date>_<time>`` (``_1``, ``_2``, ... if
+    taken). ``mkdir`` is atomic: two runs started together never get the same folder."""
+    root = Path(root)
+    stamp = prefix + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for k in range(100000):
+        path = root / (stamp if k == 0 else f"{stamp}_{k}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"could not create a new run folder under {root}")
+
+
+def _claim_dir(key: str, value: str) -> Path:
+    """A folder the user named: created if missing, used if empty, refused otherwise."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key}: {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{key}: cannot create {path} ({err.strerror})") from None
+    if any(path.iterdir()):
+        raise UserError(f"{key}: {path} already holds files; name a new or empty folder (nothing is overwritten)")
+    return path
+
+
+def _run_folder(sub: str, args: list[str], multirun: bool) -> tuple[list[str], Path, bool]:
+    """The run (or sweep) folder, created now: (its overrides, the folder, created by us)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    named = [a for a in args if a.startswith(key + "=")]
+    if named:
+        path = _claim_dir(key, named[-1].split("=", 1)[1].strip("'\""))
+        return [f"{key}={_override_value(str(path))}"], path, True
+    path = new_run_dir(Path("outputs") / sub, prefix="multirun_" if multirun else "")
+    return [f"{key}={_override_value(str(path))}"], path, True
+
+
+def _remove_if_unused(path: Path) -> None:
+    """Removes a folder this command made that holds nothing but Hydra's own notes."""
     import shutil
 
-    if path.is_dir() and all(p.name in (".hydra", *keep_out) for p in path.iterdir()):
+    if path.is_dir() and all(p.name in (".hydra", "multirun.yaml") for p in path.iterdir()):
         shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+
+def _init_ranks() -> Any:
+    """Under torchrun: joins the process group (so rank 0 can share the run folder)."""
+    from .engine import distributed
+
+    ranks = distributed.ranks_from_env()
+    if ranks.distributed:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend)
+    return ranks
+
+
+def run_subcommand(sub: str, args: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from .config import register_resolvers, register_schema
+    from .engine import distributed
+    from .engine import launch as engine_launch
+    from .engine.loop import UserError as EngineUserError
+    from .engine.run import stderr_handler
+    from .paths import config_dir
+
+    register_resolvers()
+    spec = importlib.import_module(SUBCOMMANDS[sub][0]).TASK
+    register_schema(spec)
+    helping = any(a in HELP_FLAGS for a in args)
+    multirun = "-m" in args or "--multirun" in args
+    ranks = distributed.ranks_from_env()
+    folder: Path | None = None
+    result: dict[str, Any] = {}
+    if not helping:
+        if ranks.distributed and multirun:
+            raise UserError("-m: a sweep cannot run under torchrun; launch each run of it with torchrun instead")
+        ranks = _init_ranks()
+        setup: dict[str, Any] = {}
+        if ranks.is_main:
+            try:
+                args = expand_config_arg(sub, args)
+                args, resumed = _resume_args(sub, spec, args)
+                _check_overrides(sub, args, multirun)
+                flags = [a for a in args if a in ("-m", "--multirun")]
+                rest = [a for a in args if a not in flags and not a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+                if resumed is not None:
+                    where = [f"hydra.run.dir={_override_value(str(resumed))}", "hydra.output_subdir=null"]
+                    folder, created = resumed, False
+                else:
+                    where, folder, created = _run_folder(sub, args, multirun)
+                setup = {"args": flags + where + rest, "folder": str(folder), "created": created}
+            except UserError as err:
+                setup = {"error": str(err)}
+        setup = distributed.broadcast_object(setup)
+        if "error" in setup:
+            if ranks.is_main:
+                raise UserError(setup["error"])
+            return 2
+        args = setup["args"]
+        folder = Path(setup["folder"])
+        if not ranks.is_main:
+            args = args + ["hydra.output_subdir=null"]
+
+    def task(cfg: Any) -> float | None:
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            metrics = engine_launch(spec, cfg, out_dir, resume=cfg.get("resume") is not None)
+        except EngineUserError as err:
+            result.setdefault("errors", []).append(str(err))
+            if ranks.is_main and setup.get("created"):
+                _remove_if_unused(out_dir)
+            return None
+        except KeyboardInterrupt:  # a third signal: the clean-up was cut short
+            result["interrupted"] = True
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug in a running task: its traceback is kept
+            result["failed"] = True
+            if not getattr(err, "softras_logged", False):
+                logging.getLogger("softras").exception("%s: failed", sub)
+            return None
+        result["metrics"] = metrics
+        if metrics.get("status") == "interrupted":
+            result["interrupted"] = True
+            if multirun:
+                raise KeyboardInterrupt  # one Ctrl-C (or SIGTERM) ends the whole sweep
+        key = spec.primary_metric
+        return metrics.get(key) if key else None
+
+    handler = stderr_handler()
+    logger = logging.getLogger("softras")
+    if ranks.is_main:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    main = hydra.main(version_base=None, config_path=str(config_dir()), config_name=sub)(task)
+    saved = sys.argv
+    sys.argv = [f"softras {sub}"] + args
+    code = 0
+    try:
+        main()
+    except SystemExit as err:
+        code = int(err.code or 0) if not isinstance(err.code, str) else 1
+        if code == 0 and result.get("failed"):
+            code = 1
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+    finally:
+        sys.argv = saved
+        logger.removeHandler(handler)
+        distributed.destroy_process_group()
+    if multirun and folder is not None and setup.get("created"):
+        _remove_if_unused(folder)  # a sweep whose every job failed before it began
+    if ranks.is_main:
+        for err in result.get("errors", []):
+            print(f"softras {sub}: error: {err}", file=sys.stderr)
+    if result.get("failed"):
+        return 1
+    if result.get("interrupted"):
+        if ranks.is_main:
+            print(f"softras {sub}: interrupted; resume with: softras {sub} resume={folder}", file=sys.stderr)
+        return 130  # the shell's code for Ctrl-C: the run did not complete
+    if result.get("errors"):
+        return 2
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,4 +384,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     sys.exit(main())

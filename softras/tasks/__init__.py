@@ -1,5 +1,7 @@
-"""Experiments, one module per subcommand of the `softras` command: ``run(cfg) -> metrics``.
+"""Experiments, one module per subcommand of the `softras` command.
 
-Tasks take a plain config object (an OmegaConf DictConfig or anything with the same
-attribute access) and never import Hydra.
+Each module declares ``TASK = TaskSpec(name, setup, schema, primary_metric, ...)``: ``setup``
+reads a plain config object (an OmegaConf DictConfig typed by ``schema``) and builds an
+``Experiment`` whose steps the engine runs. Tasks never import Hydra, and a task imports
+nothing from another task.
 """
