@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -219,52 +221,136 @@ def test_soft_rasterizer_module_on_projected_mesh():
     torch.testing.assert_close(img, ref)
 
 
-def test_gradients_reach_vertices_and_textures():
+def test_gradients_match_finite_differences():
+    """d(weighted image sum) / d(vertex coordinates, texels) against float64 central
+    differences, at the entries with the largest gradients (so none of them is trivially 0)."""
     m = _spot(R=1)
-    v = m.vertices.clone().requires_grad_(True)
-    t = m.textures.clone().requires_grad_(True)
-    r = sr.SoftRenderer(image_size=32, sigma_val=1e-4)
-    img = r(v, m.faces, t)
-    img.sum().backward()
-    assert torch.isfinite(v.grad).all() and float(v.grad.abs().sum()) > 0
-    assert torch.isfinite(t.grad).all() and float(t.grad.abs().sum()) > 0
+    v0, t0 = m.vertices.double(), m.textures.double()
+    weights = torch.rand(1, 4, 24, 24, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    r = sr.SoftRenderer(image_size=24, sigma_val=1e-3, gamma_val=1e-2)
+    r.transform.set_eyes_from_angles(2.732, 20, 135)
+
+    def loss(v, t):
+        return (r(v, m.faces, t) * weights).sum()
+
+    v, t = v0.clone().requires_grad_(True), t0.clone().requires_grad_(True)
+    loss(v, t).backward()
+    h = 1e-6
+    for x0, grad, is_vertex in ((v0, v.grad, True), (t0, t.grad, False)):
+        top = grad.flatten().abs().topk(4).indices
+        assert float(grad.flatten().abs()[top[-1]]) > 1e-3
+        for i in top.tolist():
+            e = torch.zeros(x0.numel(), dtype=torch.float64)
+            e[i] = h
+            e = e.view_as(x0)
+            with torch.no_grad():
+                plus = loss(x0 + e, t0) if is_vertex else loss(v0, x0 + e)
+                minus = loss(x0 - e, t0) if is_vertex else loss(v0, x0 - e)
+            fd = float((plus - minus) / (2 * h))
+            assert float(grad.flatten()[i]) == pytest.approx(fd, rel=1e-4, abs=1e-6)
 
 
-def test_compatibility_names_exist():
-    for name in [
-        "Mesh",
-        "SoftRenderer",
-        "SoftRasterizer",
-        "Renderer",
-        "LookAt",
-        "Look",
-        "Projection",
-        "Transform",
-        "Lighting",
-        "AmbientLighting",
-        "DirectionalLighting",
-        "LaplacianLoss",
-        "FlattenLoss",
-    ]:
-        assert callable(getattr(sr, name)), name
-    for name in [
-        "face_vertices",
-        "vertex_normals",
-        "look_at",
-        "look",
-        "perspective",
-        "orthogonal",
-        "projection",
-        "get_points_from_angles",
-        "ambient_lighting",
-        "directional_lighting",
-        "load_obj",
-        "save_obj",
-        "save_voxel",
-        "soft_rasterize",
-        "voxelization",
-    ]:
-        assert callable(getattr(srf, name)), name
+TAN30 = math.tan(math.radians(30))
+
+
+def _edge_triangle_ndc() -> torch.Tensor:
+    """A triangle in NDC at depth 2 whose right edge is x = 0.25: in a 4 x 4 image the pixel
+    centres x = -0.75, -0.25 lie inside, x = 0.25 on the edge and x = 0.75 outside (rows alike)."""
+    return torch.tensor([[[-3.0, -3.0, 2.0], [0.25, -3.0, 2.0], [0.25, 3.0, 2.0]]])
+
+
+def test_softras_names_compute_hand_values(tmp_path):
+    """The SoftRas names used as SoftRas scripts use them, each against numbers by hand."""
+    # srf.face_vertices is indexing; srf.vertex_normals of the corner tetrahedron
+    v = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]])
+    f = torch.tensor([[[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]])
+    torch.testing.assert_close(srf.face_vertices(v, f)[0, 3], torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]))
+    # vertex 0: faces with normals -z, -y, -x; vertex 1: -z, -y and (1, 1, 1) (unnormalized)
+    n = srf.vertex_normals(v, f)[0]
+    torch.testing.assert_close(n[0], -torch.ones(3) / 3**0.5)
+    torch.testing.assert_close(n[1], torch.tensor([1.0, 0, 0]))
+    assert sr.Mesh(v, f).num_faces == 4
+
+    # cameras: a point (0.5, 0.25, 0) seen from (0, 0, -d)
+    p = torch.tensor([[[0.5, 0.25, 0.0]]])
+    d = 2.732
+    hand = torch.tensor([[[0.5 / (d * TAN30), 0.25 / (d * TAN30), d]]])
+    torch.testing.assert_close(srf.perspective(srf.look_at(p, [0.0, 0.0, -d])), hand)
+    torch.testing.assert_close(srf.perspective(srf.look(p, [0.0, 0.0, -d])), hand)
+    torch.testing.assert_close(sr.LookAt(eye=[0.0, 0.0, -d])(p), hand)
+    torch.testing.assert_close(sr.Look(eye=[0.0, 0.0, -d])(p), hand)
+    moved = sr.Transform(eye=[0.0, 0.0, -d])(sr.Mesh(p.expand(1, 3, 3), [[0, 1, 2]]))
+    torch.testing.assert_close(moved.vertices, hand.expand(1, 3, 3))
+    torch.testing.assert_close(srf.orthogonal(srf.look_at(p, [0.0, 0.0, -d]), 2.0), torch.tensor([[[1.0, 0.5, d]]]))
+    assert srf.get_points_from_angles(d, 0.0, 90.0)[0].tolist() == pytest.approx([d, 0.0, 0.0], abs=1e-6)
+    # pinhole: f = 256, principal point (256, 256), 512 x 512, camera 2 in front: (u, v) = (320, 288)
+    P = torch.tensor([[[256.0, 0, 256, 512], [0, 256, 256, 512], [0, 0, 1, 2]]])  # K [I | (0, 0, 2)]
+    expected = torch.tensor([[[2 * 320 / 512 - 1, 1 - 2 * 288 / 512, 2.0]]])
+    torch.testing.assert_close(srf.projection(p, P, orig_size=512), expected)
+    torch.testing.assert_close(sr.Projection(P, orig_size=512)(p), expected)
+
+    # lighting: ambient adds I c; directional adds I c max(0, n . d)
+    light = torch.zeros(1, 3, 3)
+    ambient = torch.tensor([[0.4, 0.2, 0.0]] * 3)[None]
+    torch.testing.assert_close(srf.ambient_lighting(light, 0.4, (1.0, 0.5, 0.0)), ambient)
+    torch.testing.assert_close(sr.AmbientLighting(0.4, (1.0, 0.5, 0.0))(light), ambient)
+    normals = torch.tensor([[[0.0, 1, 0], [0.6, 0.8, 0], [0, -1, 0]]])
+    lit = torch.tensor([0.5, 0.4, 0.0])[None, :, None].expand(1, 3, 3)
+    torch.testing.assert_close(srf.directional_lighting(light, normals, 0.5, (1.0, 1.0, 1.0), (0.0, 2.0, 0.0)), lit)
+    torch.testing.assert_close(sr.DirectionalLighting(0.5, (1, 1, 1), (0, 1, 0))(light, normals), lit)
+    # a grey face facing up (+y, towards the light) and one facing down: 0.5 * (0.5 + 0.5) and 0.5 * 0.5
+    flat_v = torch.tensor([[0.0, 0, 0], [0, 0, 1], [1, 0, 0]])
+    flat = sr.Mesh(flat_v, torch.tensor([[0, 1, 2], [0, 2, 1]]), torch.full((2, 1, 3), 0.5))
+    torch.testing.assert_close(sr.Lighting()(flat).textures[0, :, 0, 0], torch.tensor([0.5, 0.25]))
+
+    # losses: the Laplacian of K4 (the corner tetrahedron) is x_i - mean of the other three:
+    # |0 - (1,1,1)/3|^2 + 3 |e_k - (sum of the other two)/3|^2 = 1/3 + 3 * 11/9 = 4
+    torch.testing.assert_close(sr.LaplacianLoss(v[0], f[0])(v), torch.tensor([4.0]))
+    # a regular tetrahedron: cos(dihedral) = 1/3 on each of its 6 edges -> 6 (1/3 + 1)^2 = 32/3
+    tet = torch.tensor([[[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]], dtype=torch.float64)
+    tet_f = torch.tensor([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]])
+    torch.testing.assert_close(sr.FlattenLoss(tet_f)(tet), torch.tensor([32 / 3], dtype=torch.float64))
+
+    # OBJ: a hand-written file loads 0-based; saving and loading returns it
+    (tmp_path / "tri.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 2 0\nf 1 2 3\n")
+    tv, tf = srf.load_obj(tmp_path / "tri.obj")
+    torch.testing.assert_close(tv, torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0]]))
+    assert tf.tolist() == [[0, 1, 2]]
+    srf.save_obj(tmp_path / "copy.obj", tv, tf)
+    assert [torch.equal(a, b) for a, b in zip(srf.load_obj(tmp_path / "copy.obj"), (tv, tf))] == [True, True]
+
+    # voxels: the cube [-0.25, 0.25]^3 at S = 4 maps to [1.25, 2.75]^3: voxels 1 and 2 on each axis
+    cube_v = torch.tensor([[x, y, z] for x in (-0.25, 0.25) for y in (-0.25, 0.25) for z in (-0.25, 0.25)])
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    cube_f = torch.tensor([t for a, b, c, e in quads for t in ((a, b, c), (a, c, e))])
+    vox = srf.voxelization(cube_v[cube_f][None], size=4)
+    expected_vox = torch.zeros(1, 4, 4, 4, dtype=torch.bool)
+    expected_vox[0, 1:3, 1:3, 1:3] = True
+    assert torch.equal(vox, expected_vox)
+    # one occupied voxel (1, 2, 3) is written as its 6 faces: 12 triangles spanning [1, 2] x [2, 3] x [3, 4]
+    one = torch.zeros(4, 4, 4, dtype=torch.bool)
+    one[1, 2, 3] = True
+    srf.save_voxel(tmp_path / "vox.obj", one)
+    ov, of = srf.load_obj(tmp_path / "vox.obj")
+    assert of.shape == (12, 3)
+    assert ov.min(0).values.tolist() == [1.0, 2.0, 3.0] and ov.max(0).values.tolist() == [2.0, 3.0, 4.0]
+
+    # rasterizers: alpha 1 inside, 0.5 on the edge (D = sigmoid(0)), 0 outside
+    fv = _edge_triangle_ndc()
+    white = torch.ones(1, 1, 1, 3)
+    row = torch.tensor([1.0, 1.0, 0.5, 0.0])
+    torch.testing.assert_close(srf.soft_rasterize(fv[None], white, image_size=4)[0, 3], row.expand(4, 4))
+    projected = sr.Mesh(fv[0], [[0, 1, 2]])
+    torch.testing.assert_close(sr.SoftRasterizer(image_size=4)(projected)[0, 3], row.expand(4, 4))
+    # the hard renderer covers the closed triangle: the edge pixels count as inside
+    hard = sr.Renderer(image_size=4, anti_aliasing=False).rasterizer(projected)[0, 3]
+    torch.testing.assert_close(hard, torch.tensor([1.0, 1.0, 1.0, 0.0]).expand(4, 4))
+    # the same triangle in the world, seen by SoftRenderer from (0, 0, -2) (x_ndc = x / (2 tan 30))
+    world = fv[0].clone()
+    world[:, :2] *= 2 * TAN30
+    world[:, 2] = 0.0
+    img = sr.SoftRenderer(image_size=4, eye=[0.0, 0.0, -2.0])(world[None], torch.tensor([[[0, 1, 2]]]))
+    torch.testing.assert_close(img[0, 3], row.expand(4, 4), atol=1e-5, rtol=0)
 
 
 def test_eye_count_mismatch_raises():
