@@ -10,12 +10,44 @@ square image gives exactly the original SoftRas projection.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .settings import ImageSize, image_size_hw
+
+PARALLEL_EPS = 1e-4  # |up x z| <= PARALLEL_EPS |up|: up is taken as parallel to the view
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _up_not_parallel(up: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``up x z`` [B, 3]; where ``up`` is parallel to the viewing direction ``z``, that of a
+    valid up instead: world z, or world x when the view is within 25 degrees of world z
+    (|z_z| > 0.9), pointing away from the side ``up`` points to. With the default up
+    (0, 1, 0), a camera looking straight down gets up (0, 0, 1) and one looking straight up
+    (0, 0, -1): the limits of a camera at azimuth 0 approaching the poles, so the image does
+    not jump there."""
+    cross = torch.cross(up, z, dim=-1)
+    parallel = cross.norm(dim=-1) <= PARALLEL_EPS * up.norm(dim=-1)  # [B]
+    if not bool(parallel.any()):
+        return cross
+    _warn_once(
+        "up",
+        "softras: look_at: up is parallel to the viewing direction (the camera looks straight up or down "
+        "along it); using up = world z (or world x when looking along z) instead",
+    )
+    axis = torch.where(z.detach()[:, 2].abs() > 0.9, 0, 2)  # [B]: world x or world z
+    sign = torch.where((up * z).sum(-1) > 0, -1.0, 1.0).to(z.dtype)  # [B]
+    new_up = F.one_hot(axis, 3).to(z.dtype) * sign[:, None]
+    return torch.where(parallel[:, None], torch.cross(new_up, z, dim=-1), cross)
 
 
 def _as_batch3(name: str, v, like: torch.Tensor) -> torch.Tensor:
@@ -59,7 +91,10 @@ def look_at(
     at: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
     up: Sequence[float] | torch.Tensor = (0.0, 1.0, 0.0),
 ) -> torch.Tensor:
-    """World to camera: ``z = normalize(at - eye)``, ``x = normalize(up x z)``, ``y = z x x``."""
+    """World to camera: ``z = normalize(at - eye)``, ``x = normalize(up x z)``, ``y = z x x``.
+
+    Where ``up`` is parallel to the viewing direction (a camera looking straight down or up)
+    a valid up is chosen instead, with one warning (see ``_up_not_parallel``)."""
     if vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices: expected shape [B, N, 3], got {list(vertices.shape)}")
     eye = _as_batch3("eye", eye, vertices)
@@ -80,7 +115,7 @@ def look_at_rotation(
     at = _as_batch3("at", at, eye)
     up = _as_batch3("up", up, eye)
     z = F.normalize(at - eye, dim=-1, eps=1e-5)
-    x = F.normalize(torch.cross(up.expand_as(z), z, dim=-1), dim=-1, eps=1e-5)
+    x = F.normalize(_up_not_parallel(up.expand_as(z), z), dim=-1, eps=1e-5)
     y = F.normalize(torch.cross(z, x, dim=-1), dim=-1, eps=1e-5)
     return torch.stack([x, y, z], dim=1)  # [B, 3, 3], rows are the camera axes
 
@@ -100,7 +135,8 @@ def perspective(
 ) -> torch.Tensor:
     """Perspective projection: ``x / (z tan(angle))``, ``y / (z tan(angle))``, ``z``.
 
-    ``angle`` is the HALF field of view in degrees, applied to the shorter image side.
+    ``angle`` is the HALF field of view in degrees, applied to the shorter image side. A
+    vertex on the camera plane (z = 0 exactly: x / 0) raises ValueError naming its view.
     """
     angle = torch.as_tensor(angle, dtype=vertices.dtype, device=vertices.device)
     width = torch.tan(angle * (math.pi / 180))
@@ -108,6 +144,10 @@ def perspective(
         width = width[:, None]
     sx, sy = aspect_scale(image_size)
     z = vertices[..., 2]
+    on_plane = (z == 0).flatten(1).any(-1) if z.dim() > 1 else (z == 0).any()[None]
+    if bool(on_plane.any()):
+        k = int(on_plane.nonzero()[0, 0])
+        raise ValueError(f"vertices: a vertex lies on the camera plane (depth 0) of view {k}; move the eye or the mesh")
     x = vertices[..., 0] / (z * width) * sx
     y = vertices[..., 1] / (z * width) * sy
     return torch.stack([x, y, z], dim=-1)
