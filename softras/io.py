@@ -190,17 +190,23 @@ def read_obj(filename: PathLike) -> ObjData:
     Understood: ``v x y z [w]`` and ``v x y z r g b`` (vertex colours), ``vt u [v [w]]``,
     ``vn x y z``, ``f`` with any number (>= 3) of corners, each ``i``, ``i/j``, ``i//k`` or
     ``i/j/k`` with 1-based or negative (relative) indices (polygons are fan-triangulated:
-    (0, k, k+1)), ``usemtl`` and ``mtllib``. Other statements (``o``, ``g``, ``s``, ``l``...)
-    are ignored.
+    (0, k, k+1)), ``usemtl`` and ``mtllib``. ``f`` lines with fewer than 3 corners (stray
+    edges that real files contain) are skipped with one ``UserWarning`` that counts them.
+    Other statements (``o``, ``g``, ``s``, ``l``, ``p``...) are ignored.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a malformed line; the message starts with ``"<file>:<line>: "``.
+        ValueError: a binary file (``"<file>: not a text OBJ file ..."``) or a malformed line
+            (the message starts with ``"<file>:<line>: "``).
     """
     path = Path(filename)
     if not path.is_file():
         raise FileNotFoundError(errno.ENOENT, "OBJ file not found", str(path))
     name = str(path)
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if b"\0" in head:  # NUL bytes: an image, an archive, UTF-16 text... not an OBJ file
+        raise ValueError(f"{name}: not a text OBJ file (it holds binary data)")
 
     verts: list[list[float]] = []
     colours: list[list[float] | None] = []
@@ -216,6 +222,7 @@ def read_obj(filename: PathLike) -> ObjData:
     current = -1
     mtllibs: list[Path] = []
     any_colour = False
+    skipped: list[int] = []  # line numbers of faces with fewer than 3 corners
 
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in _logical_lines(fh):
@@ -240,7 +247,8 @@ def read_obj(filename: PathLike) -> ObjData:
                 elif key == "f":
                     corners = parts[1:]
                     if len(corners) < 3:
-                        raise ValueError(f"a face needs at least 3 vertices, got {len(corners)}")
+                        skipped.append(lineno)
+                        continue
                     vi, ti, ni = [], [], []
                     for token in corners:
                         sub = token.split("/")
@@ -285,6 +293,13 @@ def read_obj(filename: PathLike) -> ObjData:
                         mtllibs.extend(_existing(path.parent, n) for n in rest.split())
             except ValueError as err:
                 raise ValueError(f"{name}:{lineno}: {err}: {line.strip()!r}") from None
+    if skipped:
+        n = len(skipped)
+        warnings.warn(
+            f"{name}: skipped {n} face{'s' if n > 1 else ''} with fewer than 3 vertices (first on line {skipped[0]})",
+            UserWarning,
+            stacklevel=2,
+        )
 
     faces = np.asarray(fv, dtype=np.int64).reshape(-1, 3)
     face_uvs = np.asarray(ft, dtype=np.int64).reshape(-1, 3)
@@ -550,14 +565,16 @@ def load_obj(
 
     Raises:
         FileNotFoundError: the OBJ file does not exist.
-        ValueError: a malformed line (the message starts with ``"<file>:<line>: "``) or a
-            bad argument.
+        ValueError: a file without faces (``"no faces in <file>"``), a binary file, a
+            malformed line (the message starts with ``"<file>:<line>: "``) or a bad argument.
     """
     if texture_type not in _TEXTURE_TYPES:
         raise ValueError(f"texture_type must be 'surface' or 'vertex', got {texture_type!r}")
     if load_texture and (int(texture_res) != texture_res or texture_res < 1):
         raise ValueError(f"texture_res must be a positive integer, got {texture_res!r}")
     obj = read_obj(filename)
+    if obj.faces.shape[0] == 0:
+        raise ValueError(f"no faces in {obj.path}")
     v = obj.vertices.copy()
     if normalization and v.shape[0] > 0:
         v -= (v.max(axis=0) + v.min(axis=0)) / 2
@@ -586,7 +603,8 @@ def load_obj_geometry(path: PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     """Vertices [V, 3] (float32) and triangle faces [F, 3] (int64, 0-based) of an OBJ file.
 
     Polygons are fan-triangulated; negative (relative) indices are resolved. A malformed
-    line raises ValueError naming the file and the line number.
+    line raises ValueError naming the file and the line number, as does a file without
+    faces or a binary file.
     """
     vertices, faces = load_obj(path)
     return vertices, faces
