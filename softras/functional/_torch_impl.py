@@ -226,5 +226,11 @@ def soft_rasterize_packed(
         indices.append(torch.where(idx >= 0, idx + start, idx).reshape(H, W))
     if B == 0:
         empty = face_vertices.new_zeros((0, H, W))
-        return face_vertices.new_zeros((0, 4, H, W)), empty, empty.long()
-    return torch.stack(images), torch.stack(depths), torch.stack(indices)
+        rgba, depth, index = face_vertices.new_zeros((0, 4, H, W)), empty, empty.long()
+    else:
+        rgba, depth, index = torch.stack(images), torch.stack(depths), torch.stack(indices)
+    if torch.is_grad_enabled() and (face_vertices.requires_grad or textures.requires_grad) and not rgba.requires_grad:
+        # no face reaches any pixel (F = 0): tie the images to the inputs so that backward
+        # gives zero gradients of the inputs' shapes, as the native backends do
+        rgba = rgba + 0 * (face_vertices.sum() + textures.sum())
+    return rgba, depth, index
