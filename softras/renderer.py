@@ -7,7 +7,7 @@ changes the mesh it is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import fields, replace
 
 import torch
@@ -15,18 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional.rasterize import soft_rasterize_packed
-from .functional.settings import TEXTURE_TYPES, ImageSize, RasterSettings
+from .functional.settings import TEXTURE_TYPES, ImageSize, RasterSettings, settings_from
 from .lighting import Lighting
 from .mesh import Mesh
 from .transform import Transform
 
 RASTER_OPTIONS = tuple(f.name for f in fields(RasterSettings))
-
-
-def settings_from(options: Mapping[str, object]) -> RasterSettings:
-    """The :class:`RasterSettings` of a mapping of options that holds every field of it
-    (a constructor's ``locals()``; other keys ignored), checked once."""
-    return RasterSettings(**{name: options[name] for name in RASTER_OPTIONS})
 
 
 def _setting(name: str) -> property:

@@ -9,7 +9,7 @@ import torch
 
 from .. import _native
 from . import _torch_impl
-from .settings import BACKENDS, ImageSize, RasterSettings, check_raster_memory
+from .settings import BACKENDS, ImageSize, RasterSettings, check_raster_memory, settings_from
 
 __all__ = ["soft_rasterize", "soft_rasterize_packed", "RasterSettings", "Fragments"]
 
@@ -171,21 +171,7 @@ def soft_rasterize(
     ``return_fragments`` the result is ``(rgba, Fragments(depth, face_index))``.
     Gradients flow to ``face_vertices`` (x, y, z) and ``textures``.
     """
-    settings = RasterSettings(
-        image_size=image_size,
-        background_color=tuple(background_color),
-        near=near,
-        far=far,
-        fill_back=fill_back,
-        eps=eps,
-        sigma_val=sigma_val,
-        dist_func=dist_func,
-        dist_eps=dist_eps,
-        gamma_val=gamma_val,
-        aggr_func_rgb=aggr_func_rgb,
-        aggr_func_alpha=aggr_func_alpha,
-        texture_type=texture_type,
-    )
+    settings = settings_from(locals())
     _check_float("face_vertices", face_vertices)
     _check_float("textures", textures)
     if face_vertices.dim() != 4 or face_vertices.shape[2:] != (3, 3):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
 DIST_FUNCS = ("hard", "barycentric", "euclidean")
 AGGR_RGB = ("hard", "softmax")
@@ -140,6 +140,12 @@ class RasterSettings:
     def grow(self) -> float:
         """How far (NDC) a face's bounding box is grown: sqrt(T), or 0 for the hard distance."""
         return 0.0 if self.dist_func == "hard" else math.sqrt(self.threshold)
+
+
+def settings_from(options: Mapping[str, object]) -> RasterSettings:
+    """The :class:`RasterSettings` of a mapping that holds every one of its fields (a SoftRas
+    constructor's ``locals()``, say; other keys are ignored), checked once."""
+    return RasterSettings(**{f.name: options[f.name] for f in fields(RasterSettings)})
 
 
 REFERENCE_CHUNK_PAIRS = 1 << 20  # (pixel, face) pairs the reference evaluates at once
