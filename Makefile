@@ -29,9 +29,10 @@ test: $(READY)  ## run the test suite
 bench: $(READY)  ## benchmarks: table + outputs/bench/bench.json
 	$(BIN)/python -m bench.bench
 
-lint: $(READY)  ## ruff lint and format check
+lint: $(READY)  ## ruff lint and format check; import-linter layering contracts (pyproject.toml)
 	$(BIN)/ruff check softras tests bench
 	$(BIN)/ruff format --check softras tests bench
+	$(BIN)/lint-imports
 
 format: $(READY)  ## ruff format
 	$(BIN)/ruff format softras tests bench
