@@ -360,6 +360,9 @@ class Deform(Experiment):
         with torch.no_grad():
             vertices = self.model()
             ious = self.all_ious()
+        # every rank took the same steps: their meshes must agree (checked, not assumed)
+        meshes = dist.gather_objects(vertices.detach().cpu())
+        rank_diff = max(float((m - meshes[0]).abs().max()) for m in meshes)
         if ctx.is_main:
             save_obj(ctx.dir / "mesh.obj", vertices.cpu(), self.faces.cpu())
             grid = self._grid()
@@ -379,6 +382,7 @@ class Deform(Experiment):
             "per_view_hard_iou": ious.tolist(),
             "iou_curve": [{"step": s, "mean_hard_iou": v} for s, v in curve],
             "views": len(ious),
+            "max_vertex_difference_between_ranks": rank_diff,
             "steps": self.steps,
             "device": str(ctx.device),
         }
