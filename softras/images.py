@@ -25,9 +25,13 @@ def _reason(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def read_image(path: str | Path, name: str) -> torch.Tensor:
+def read_image(path: str | Path, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The image at ``path`` as float32 [H, W, C] in [0, 1] with C = 1 (grey), 3 (RGB) or 4
-    (RGBA; a grey image with alpha becomes RGBA). ``name`` starts every error message."""
+    (RGBA; a grey image with alpha becomes RGBA). ``name`` starts every error message;
+    ``dtype`` float64 converts in double precision."""
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
     import imageio.v3 as iio
 
     path = Path(path)
@@ -46,9 +50,9 @@ def read_image(path: str | Path, name: str) -> torch.Tensor:
     if img.shape[2] == 2:  # grey + alpha
         img = np.concatenate([np.repeat(img[:, :, :1], 3, axis=2), img[:, :, 1:]], axis=2)
     if img.dtype in _SCALE:
-        out = torch.from_numpy(img.astype(np.float32)) / _SCALE[img.dtype]
+        out = torch.from_numpy(img.astype(np_dtype)) / _SCALE[img.dtype]
     elif img.dtype == np.bool_ or img.dtype.kind == "f":
-        out = torch.from_numpy(img.astype(np.float32))
+        out = torch.from_numpy(img.astype(np_dtype))
     else:
         raise ValueError(f"{name}: expected an 8-bit, 16-bit, boolean or float image in {path}, got {img.dtype}")
     return out.contiguous()

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .functional.texture import texel_index
+from .images import read_image
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -418,21 +419,7 @@ def read_mtl(filename: PathLike) -> dict[str, Material]:
 
 def _read_image(path: Path) -> np.ndarray:
     """An image file as float64 RGB [H, W, 3] in [0, 1] (alpha dropped, grey replicated)."""
-    import imageio.v3 as iio
-
-    img = np.asarray(iio.imread(path))
-    if img.dtype == np.uint8:
-        img = img.astype(np.float64) / 255.0
-    elif img.dtype == np.uint16:
-        img = img.astype(np.float64) / 65535.0
-    elif img.dtype == np.bool_:
-        img = img.astype(np.float64)
-    else:
-        img = np.clip(img.astype(np.float64), 0.0, 1.0)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3:
-        raise ValueError(f"{path}: unsupported image shape {img.shape}")
+    img = np.clip(read_image(path, "map_Kd", dtype=torch.float64).numpy(), 0.0, 1.0)
     if img.shape[2] < 3:
         img = np.repeat(img[:, :, :1], 3, axis=2)
     return img[:, :, :3]

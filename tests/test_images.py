@@ -103,3 +103,24 @@ def test_resize_area_when_shrinking_bilinear_when_growing():
         resize_image(img[0], (2, 2))
     with pytest.raises(ValueError, match=r"size: expected \(H, W\) positive ints, got \(0, 2\)"):
         resize_image(img, (0, 2))
+
+
+def test_float64_conversion_is_exact(tmp_path):
+    p = _write(tmp_path / "m16.png", np.array([[1, 65534]], dtype=np.uint16))
+    out = read_image(p, "m", dtype=torch.float64)
+    assert out.dtype == torch.float64
+    assert out[0, :, 0].tolist() == [1 / 65535, 65534 / 65535]
+    with pytest.raises(ValueError, match="dtype: expected torch.float32 or torch.float64, got torch.int32"):
+        read_image(p, "m", dtype=torch.int32)
+
+
+def test_a_corrupt_texture_of_an_obj_is_one_line_naming_it(tmp_path):
+    from softras.io import load_obj
+
+    (tmp_path / "tex.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd tex.png\n")
+    (tmp_path / "m.obj").write_text(
+        "mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl a\nf 1/1 2/2 3/3\n"
+    )
+    with pytest.raises(ValueError, match=r"map_Kd: cannot read .*tex.png \(.+\)$"):
+        load_obj(tmp_path / "m.obj", load_texture=True)
