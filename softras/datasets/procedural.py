@@ -181,9 +181,10 @@ def _lamp(rng: np.random.Generator) -> list[Part]:
 
 
 def _airplane(rng: np.random.Generator) -> list[Part]:
-    length, radius = 1.0, rng.uniform(0.05, 0.09)
-    span, chord = rng.uniform(0.7, 1.1), rng.uniform(0.12, 0.25)
-    wing_z, sweep = rng.uniform(-0.1, 0.1), rng.uniform(0.0, 0.25)
+    length, radius = 1.0, rng.uniform(0.04, 0.12)
+    span, chord = rng.uniform(0.5, 1.5), rng.uniform(0.1, 0.3)
+    wing_z, sweep = rng.uniform(-0.2, 0.15), rng.uniform(0.0, 0.45)
+    wing_y = rng.uniform(-0.7, 0.7) * radius  # low, mid or high wing
     parts = [ellipsoid([0, 0, 0], [radius, radius, length / 2], 8, 12)]
     # wings: two slabs swept back (toward -z) from the fuselage
     for sx in (-1, 1):
@@ -191,6 +192,7 @@ def _airplane(rng: np.random.Generator) -> list[Part]:
         v[:, 0] += sx * span / 4
         v[:, 2] -= sweep * np.abs(v[:, 0])  # swept back, more toward the tips
         v[:, 2] += wing_z
+        v[:, 1] += wing_y
         parts.append((v, f))
     tail_span, tail_chord = span * rng.uniform(0.25, 0.4), chord * rng.uniform(0.5, 0.8)
     parts.append(box([0, 0, -length / 2 + tail_chord], [tail_span, 0.02, tail_chord]))
@@ -204,7 +206,7 @@ def _airplane(rng: np.random.Generator) -> list[Part]:
 
 
 def _cabinet(rng: np.random.Generator) -> list[Part]:
-    w, h, d = rng.uniform(0.5, 1.2), rng.uniform(0.6, 1.6), rng.uniform(0.35, 0.6)
+    w, h, d = rng.uniform(0.3, 1.4), rng.uniform(0.4, 1.8), rng.uniform(0.3, 0.8)
     feet = rng.uniform(0.0, 0.12) if rng.random() < 0.5 else 0.0
     parts = [box([0, feet + h / 2, 0], [w, h, d])]
     if rng.random() < 0.5:  # a top overhanging the body
