@@ -1,0 +1,423 @@
+"""Body fitting: a body model (SMPL, SMPL+H, SMPL-X) fitted to one image in which the right hand
+is entirely hidden behind the torso (the paper's non-rigid demo; docs section 6).
+
+The target is the body in a ground-truth pose and shape (``target.pose``, plus per-seed random
+offsets), coloured per part and rendered hard; or a user's image, mask and camera. From the
+rest pose, global orientation, translation, body pose and betas are fitted with
+1 - soft IoU of the silhouette + the RGB error + L2 priors on pose and betas, while sigma and
+gamma go from blurry to sharp. The same losses and schedule with the hard rasterizer, whose
+gradients stop at the visible surface, run beside it as the baseline (``compare_hard``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..body import NUM_JOINTS, body_height, face_part_colors, load_body_model, part_of_vertices
+from ..body.fitting import BodyCamera, body_pose_from_euler, hidden_fraction, render_body, right_hand_joints
+from ..engine import (
+    BaseConfig,
+    CameraConfig,
+    Experiment,
+    LoggerConfig,
+    OptimConfig,
+    RendererConfig,
+    RunContext,
+    SchedulerConfig,
+    TaskSpec,
+    build_optimizer,
+    build_schedule,
+    first_line,
+    raster_settings,
+)
+from ..functional.losses import iou_loss
+from ..images import read_image, read_mask, resize_image
+from ..io import save_obj
+from ..schedules import BlurSchedule
+from ..vis import image_grid, labelled, to_uint8
+
+log = logging.getLogger("softras")
+
+PARAMS = ("global_orient", "transl", "body_pose", "betas")
+
+
+# ---- config -------------------------------------------------------------------------------------
+
+
+@dataclass
+class BodyConfig:
+    type: str = "smpl"
+    gender: str = "neutral"
+    model_path: Any = None
+    num_betas: int = 10
+
+
+@dataclass
+class TargetConfig:
+    image: Any = None
+    mask: Any = None
+    camera: Any = None
+    pose: dict[str, Any] = field(default_factory=dict)
+    jitter_deg: float = 3.0
+    betas_std: float = 0.3
+
+
+@dataclass
+class LossConfig:
+    silhouette: float = 1.0
+    rgb: float = 1.0
+    pose_prior: float = 1e-3
+    betas_prior: float = 1e-3
+
+
+@dataclass
+class BlurConfig:
+    kind: str = "log-linear"
+    sigma_val: list[float] = field(default_factory=lambda: [1e-3, 1e-5])
+    gamma_val: list[float] = field(default_factory=lambda: [1e-1, 1e-4])
+    begin: float = 0.0
+    until: float = 0.7
+    levels: int = 4
+
+
+@dataclass
+class LightConfig:
+    ambient: float = 0.6
+    directional: float = 0.4
+    direction: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+
+
+@dataclass
+class FitSmplConfig(BaseConfig):
+    steps: int = 300
+    checkpoint_every: int = 0
+    compare_hard: bool = True
+    views: list[float] = field(default_factory=list)
+    show_azimuths: list[float] = field(default_factory=lambda: [90.0, 270.0])
+    body: BodyConfig = field(default_factory=BodyConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    renderer: RendererConfig = field(default_factory=RendererConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    light: LightConfig = field(default_factory=LightConfig)
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+
+def _file(key: str, value: Any) -> Path:
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: no such file {path}")
+    return path
+
+
+def read_camera(path: Path) -> np.ndarray:
+    """3 numbers (distance, elevation, azimuth) or a 3x4 pinhole matrix from a .npy or text file."""
+    try:
+        cam = (
+            np.load(path)
+            if path.suffix == ".npy"
+            else np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None)
+        )
+    except Exception as err:  # noqa: BLE001 - numpy's many ways to fail on a bad file
+        raise ValueError(f"target.camera: cannot read {path} ({first_line(err)})") from None
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.size not in (3, 12) or (cam.size == 12 and cam.ndim == 2 and cam.shape != (3, 4)):
+        raise ValueError(
+            f"target.camera: expected 3 numbers (distance, elevation, azimuth) or a 3x4 matrix K [R | t] "
+            f"in {path}, got shape {list(cam.shape)}"
+        )
+    return cam.reshape(3) if cam.size == 3 else cam.reshape(3, 4)
+
+
+def load_user_target(t: Any, size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+    """RGBA target [1, 4, H, W], the camera file's contents and the image's original size."""
+    img = read_image(_file("target.image", t.image), "target.image")  # [h, w, C]
+    h, w = img.shape[:2]
+    if t.mask is not None:
+        mask = read_mask(_file("target.mask", t.mask), "target.mask")
+        if tuple(mask.shape) != (h, w):
+            raise ValueError(
+                f"target.mask: expected the size of target.image ({h}x{w}), got {mask.shape[0]}x{mask.shape[1]}"
+            )
+    elif img.shape[2] == 4:
+        mask = img[..., 3]
+    else:
+        raise ValueError("target.mask: a target.image without alpha needs a mask of the body")
+    rgb = img[..., :3] if img.shape[2] >= 3 else img[..., :1].expand(-1, -1, 3)
+    rgba = torch.cat([rgb.permute(2, 0, 1) * mask[None], mask[None]])
+    camera = read_camera(_file("target.camera", t.camera))
+    return resize_image(rgba.contiguous(), size).clamp(0, 1)[None], camera, (h, w)
+
+
+# ---- one fit ------------------------------------------------------------------------------------
+
+
+class BodyFit(torch.nn.Module):
+    """The fitted parameters of one body (from the rest pose) and their optimizer."""
+
+    def __init__(self, body: torch.nn.Module, num_pose: int, num_betas: int, cfg: Any, device: torch.device):
+        super().__init__()
+        self.body = [body]  # shared, not a submodule (not in the state dict)
+        sizes = {"global_orient": 3, "transl": 3, "body_pose": num_pose, "betas": num_betas}
+        zeros = {k: torch.zeros(1, sizes[k], device=device) for k in PARAMS}
+        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in zeros.items()})
+        self.optimizer = build_optimizer(cfg.optim, self.params.values())
+
+    def forward(self) -> Any:
+        return self.body[0](**dict(self.params.items()), return_verts=True)
+
+
+def _errors(out: Any, truth: Any, hand_v: torch.Tensor, joints: int, hand_j: list[int], height: float) -> dict:
+    dv = (out.vertices[0] - truth.vertices[0]).norm(dim=-1)
+    dj = (out.joints[0, :joints] - truth.joints[0, :joints]).norm(dim=-1)
+    err = {
+        "vertex_err": dv.mean(),
+        "hand_vertex_err": dv[hand_v].mean(),
+        "joint_err": dj.mean(),
+        "hand_joint_err": dj[hand_j].mean(),
+    }
+    return {k: float(v) for k, v in err.items()} | {f"{k}_frac": float(v) / height for k, v in err.items()}
+
+
+# ---- the experiment -----------------------------------------------------------------------------
+
+
+class FitSmpl(Experiment):
+    def __init__(self, cfg: Any, ctx: RunContext):
+        for key in ("steps", "checkpoint_every"):
+            if cfg[key] < 0:
+                raise ValueError(f"{key}: expected an integer >= 0, got {cfg[key]}")
+        for key in ("scalars_every", "images_every", "mesh_every", "gif_every"):
+            if cfg.logger[key] < 1:
+                raise ValueError(f"logger.{key}: expected an integer >= 1, got {cfg.logger[key]}")
+        self.steps, self.checkpoint_every = int(cfg.steps), int(cfg.checkpoint_every)
+        self.scalars_every, self.every = int(cfg.logger.scalars_every), dict(cfg.logger)
+        self.device, self.backend = ctx.device, str(cfg.renderer.backend)
+        self.settings = raster_settings(cfg.renderer)
+        self.viewing_angle = float(cfg.renderer.viewing_angle)
+        self.blur = BlurSchedule.create(
+            cfg.blur.kind, cfg.blur.sigma_val, cfg.blur.gamma_val, cfg.blur.begin, cfg.blur.until, cfg.blur.levels
+        )
+        self.lr_schedule = build_schedule(cfg.scheduler)
+        self.w = dict(cfg.loss)
+        self.light = (float(cfg.light.ambient), float(cfg.light.directional), list(cfg.light.direction))
+
+        b = cfg.body
+        try:
+            body = load_body_model(b.model_path, b.type, b.gender, int(b.num_betas), use_pca=False)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"body.{first_line(err)}") from None
+        self.body = body.to(self.device)
+        self.body_type = str(b.type)
+        self.faces = self.body.faces_tensor.long()
+        W = self.body.lbs_weights
+        self.colors = face_part_colors(W, self.faces)
+        hand = right_hand_joints(self.body_type)
+        self.hand_vertices = part_of_vertices(W, hand)
+        self.hand_faces = self.hand_vertices[self.faces].any(dim=1)
+        self.hand_joints, self.num_joints = list(hand), NUM_JOINTS[self.body_type]
+        num_pose = self.body.body_pose.shape[1]
+
+        H, W_ = self.settings.image_size
+        c = cfg.camera
+        azimuths = [float(c.azimuth), *[float(a) for a in cfg.views]]
+        self.truth = None
+        if cfg.target.image is not None:
+            target, cam, orig = load_user_target(cfg.target, (H, W_))
+            if cam.shape == (3, 4):
+                if cfg.views:
+                    raise ValueError("views: extra views need a look_at camera, not a 3x4 target.camera")
+                P = torch.from_numpy(cam).float()[None].to(self.device)
+                self.camera = BodyCamera(P=P, orig_size=orig)
+            else:
+                self.camera = BodyCamera.from_angles(cam[0], cam[1], [cam[2]], c.at, c.up)
+            self.target = target.to(self.device)
+        else:
+            if cfg.target.mask is not None or cfg.target.camera is not None:
+                raise ValueError("target.mask, target.camera: they go with a target.image")
+            self.camera = BodyCamera.from_angles(c.distance, c.elevation, azimuths, c.at, c.up)
+            self.truth_params = self._ground_truth(cfg.target, num_pose, int(b.num_betas), int(cfg.seed))
+            with torch.no_grad():
+                self.truth = self.body(**self.truth_params)
+                hard = self._hard_settings(*self.blur.final)
+                self.target, frags = self.render(self.truth.vertices[0], hard, return_fragments=True)
+            self.hidden = hidden_fraction(frags.face_index[:1], self.hand_faces)
+            self.height = float(body_height(self.truth.vertices[0]))
+            log.info("fit-smpl: %.1f%% of the right hand's faces are hidden in the input view", 100 * self.hidden)
+            if self.hidden < 1:
+                log.warning("fit-smpl: the right hand is not entirely hidden in the input view")
+        self.show_camera = BodyCamera.from_angles(
+            c.distance, c.elevation, [float(c.azimuth), *[float(a) for a in cfg.show_azimuths]], c.at, c.up
+        )
+        self.fits = {"soft": BodyFit(self.body, num_pose, int(b.num_betas), cfg, self.device)}
+        if cfg.compare_hard:
+            self.fits["hard"] = BodyFit(self.body, num_pose, int(b.num_betas), cfg, self.device)
+        self.base_lr = [g["lr"] for g in self.fits["soft"].optimizer.param_groups]
+        self.frames: list[np.ndarray] = []
+
+    def _ground_truth(self, t: Any, num_pose: int, num_betas: int, seed: int) -> dict[str, torch.Tensor]:
+        """The preset pose (``target.pose``) with per-seed offsets: normal, ``jitter_deg`` on the
+        root and every joint but the right arm's, ``betas_std`` on the betas."""
+        if t.jitter_deg < 0 or t.betas_std < 0:
+            raise ValueError("target.jitter_deg, target.betas_std: expected numbers >= 0")
+        try:
+            pose = body_pose_from_euler(dict(t.pose), self.body_type)
+        except ValueError as err:
+            raise ValueError(f"target.pose: {first_line(err)}") from None
+        gen = torch.Generator().manual_seed(seed)
+        jitter = torch.randn(num_pose // 3 + 1, 3, generator=gen) * np.radians(float(t.jitter_deg))
+        jitter[[17, 19, 21]] = 0  # the right shoulder, elbow and wrist keep the preset's angles
+        if self.body_type == "smpl":
+            jitter[23] = 0
+        betas = torch.randn(1, num_betas, generator=gen) * float(t.betas_std)
+        p = {
+            "global_orient": jitter[:1].reshape(1, 3),
+            "transl": torch.zeros(1, 3),
+            "body_pose": pose[None] + jitter[1:].reshape(1, -1),
+            "betas": betas,
+        }
+        return {k: v.to(self.device) for k, v in p.items()}
+
+    def _hard_settings(self, sigma: float, gamma: float):
+        return dataclasses.replace(
+            self.settings,
+            sigma_val=sigma,
+            gamma_val=gamma,
+            dist_func="hard",
+            aggr_func_rgb="hard",
+            aggr_func_alpha="hard",
+        )
+
+    def render(self, vertices: torch.Tensor, settings, camera: BodyCamera | None = None, return_fragments=False):
+        camera = self.camera if camera is None else camera
+        return render_body(
+            vertices, self.faces, self.colors, camera, settings, self.viewing_angle, self.light, self.backend,
+            return_fragments,
+        )  # fmt: skip
+
+    def step(self, step: int) -> dict[str, float]:
+        sigma, gamma = self.blur(step, self.steps)
+        factor = self.lr_schedule(step, self.steps)
+        scalars = {"sigma": sigma, "gamma": gamma, "lr": self.base_lr[0] * factor}
+        for name, fit in self.fits.items():
+            settings = dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)
+            if name == "hard":
+                settings = self._hard_settings(sigma, gamma)
+            out = fit()
+            rgba = self.render(out.vertices[0], settings)
+            terms = {
+                "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
+                "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
+                "pose_prior": (fit.params["body_pose"] ** 2).mean(),
+                "betas_prior": (fit.params["betas"] ** 2).mean(),
+            }
+            loss = sum(self.w[k] * v for k, v in terms.items())
+            fit.optimizer.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+            for group, lr in zip(fit.optimizer.param_groups, self.base_lr):
+                group["lr"] = lr * factor
+            fit.optimizer.step()
+            scalars |= {f"loss_{name}/{k}": float(v.detach()) for k, v in terms.items()}
+            scalars[f"loss_{name}/total"] = float(loss.detach())
+            if self.truth is not None:
+                with torch.no_grad():
+                    errors = _errors(
+                        out, self.truth, self.hand_vertices, self.num_joints, self.hand_joints, self.height
+                    )
+                scalars |= {f"error_{name}/{k}": v for k, v in errors.items()}
+        return scalars
+
+    @torch.no_grad()
+    def _picture(self) -> torch.Tensor:
+        """Rows: each fit, then the truth; columns: the input view, then the novel views."""
+        sharp = self._hard_settings(*self.blur.final)
+        rows = [list(self.render(fit().vertices[0], sharp, self.show_camera)[:, :3]) for fit in self.fits.values()]
+        if self.truth is not None:
+            rows.append(list(self.render(self.truth.vertices[0], sharp, self.show_camera)[:, :3]))
+        rows.append([self.target[0, :3]])
+        return image_grid(rows)
+
+    def after_step(self, ctx: RunContext, step: int) -> None:
+        if not ctx.is_main:
+            return
+        if step % self.every["gif_every"] == 0:
+            self.frames.append(to_uint8(self._picture()))
+        if step % self.every["images_every"] == 0:
+            ctx.image("fit", self._picture(), step)
+        if step % self.every["mesh_every"] == 0:
+            with torch.no_grad():
+                ctx.mesh("mesh", self.fits["soft"]().vertices[0], self.faces, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {f"{name}/params": fit.params.state_dict() for name, fit in self.fits.items()}
+        state |= {f"{name}/optimizer": fit.optimizer.state_dict() for name, fit in self.fits.items()}
+        return state | {"frames": self.frames}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, fit in self.fits.items():
+            fit.params.load_state_dict(state[f"{name}/params"])
+            fit.optimizer.load_state_dict(state[f"{name}/optimizer"])
+        self.frames = list(state["frames"])
+
+    def finish(self, ctx: RunContext, completed: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"body_type": self.body_type, "steps": self.steps, "device": str(ctx.device)}
+        with torch.no_grad():
+            outs = {name: fit() for name, fit in self.fits.items()}
+            for name, out in outs.items():
+                suffix = "" if name == "soft" else "_hard"
+                params = {k: v.detach().cpu().reshape(-1).tolist() for k, v in self.fits[name].params.items()}
+                metrics[f"params{suffix}"] = params
+                if self.truth is not None:
+                    errors = _errors(
+                        out, self.truth, self.hand_vertices, self.num_joints, self.hand_joints, self.height
+                    )
+                    metrics |= {f"{k}{suffix}": v for k, v in errors.items()}
+        if self.truth is not None:
+            metrics |= {"hand_hidden_fraction": self.hidden, "body_height": self.height}
+            log.info(
+                "fit-smpl: hand vertex error %.4f (%.1f%% of the height), hard baseline %.4f; vertex error %.4f",
+                metrics["hand_vertex_err"], 100 * metrics["hand_vertex_err_frac"],
+                metrics.get("hand_vertex_err_hard", float("nan")), metrics["vertex_err"],
+            )  # fmt: skip
+        if ctx.is_main:
+            save_obj(ctx.dir / "body.obj", outs["soft"].vertices[0].cpu(), self.faces.cpu())
+            if "hard" in outs:
+                save_obj(ctx.dir / "body_hard.obj", outs["hard"].vertices[0].cpu(), self.faces.cpu())
+            picture = self._picture()
+            self.frames.append(to_uint8(picture))
+            ctx.save_gif("fit.gif", self.frames)
+            labels = [*(f"{n} fit" for n in self.fits), *(["truth"] if self.truth is not None else []), "target"]
+            ctx.save_png(
+                "final.png", labelled(to_uint8(picture.repeat_interleave(2, 1).repeat_interleave(2, 2)), labels)
+            )
+            ctx.image("fit", picture, completed)
+            ctx.mesh("mesh", outs["soft"].vertices[0], self.faces, completed)
+        return metrics
+
+
+def setup(cfg: Any, ctx: RunContext) -> FitSmpl:
+    return FitSmpl(cfg, ctx)
+
+
+TASK = TaskSpec(
+    name="fit-smpl",
+    setup=setup,
+    schema=FitSmplConfig,
+    primary_metric="hand_vertex_err",
+    description="fit a body model to one image whose right hand is hidden behind the torso",
+    resume_safe=("steps", "logger", "checkpoint_every", "device", "renderer.backend"),
+)
