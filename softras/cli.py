@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("softras.tasks.render", "turntable GIF and blurry-to-sharp sigma/gamma strip of a mesh"),
     "deform": ("softras.tasks.deform", "deform a template mesh to match multi-view silhouettes"),
     "fit-pose": ("softras.tasks.fit_pose", "fit a rigid pose under heavy occlusion with scheduled blur (trials=N)"),
+    "fit-smpl": ("softras.tasks.fit_smpl", "fit a body model to an image whose right hand is hidden (vs hard)"),
 }
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("softras.build", "build the native backends now (or --cuda-compile-check)"),
