@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "softras"
 
@@ -18,6 +20,17 @@ def test_import_linter_contracts_are_kept():
     proc = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
+
+
+def test_every_module_has_a_layer():
+    # a module missing from the layers contract would escape it unchecked
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    named = {m.strip().strip("()") for layer in layers for m in layer.replace("|", ":").split(":")}
+    children = {f"softras.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    children |= {f"softras.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
+    assert sorted(children - named) == []
 
 
 def _module_name(path: Path) -> tuple[str, str]:
