@@ -79,9 +79,49 @@ def _key(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("+~")
 
 
-def expand_config_arg(sub: str, args: list[str]) -> list[str]:
+def _expand_home(value: str) -> str:
+    """``~`` or ``~user`` at the start of a value is the home folder (as in a shell): Hydra
+    cannot read a value starting with ``~``, so nothing else could have been meant."""
+    if value.startswith("~"):
+        head = value.split("/", 1)[0]
+        expanded = os.path.expanduser(head)
+        if expanded != head:
+            return expanded + value[len(head) :]
+    return value
+
+
+def prepare_overrides(args: list[str]) -> list[str]:
+    """The command line's overrides with ``~`` expanded in their values; an override Hydra
+    cannot parse (a path with ``=``, say) is refused naming its key and the quoting that works."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    out: list[str] = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            out.append(arg)
+            continue
+        key, value = arg.split("=", 1)
+        arg = f"{key}={_expand_home(value)}"
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            name, text = key.lstrip("+~"), arg.split("=", 1)[1]
+            quoted = f"{key}='" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            try:
+                parser.parse_overrides([quoted])
+            except OverrideParseException:
+                raise UserError(f"{name}: cannot read the override {arg!r}") from None
+            raise UserError(f"{name}: cannot read {text!r} as a value; put the value in quotes: {quoted}") from None
+        out.append(arg)
+    return out
+
+
+def expand_config_arg(sub: str, args: list[str], origins: dict[str, str] | None = None) -> list[str]:
     """Turns ``config=<name>`` into the preset ``experiment=<sub>/<name>`` and
-    ``config=<file.yaml>`` into the file's values as overrides (before the others)."""
+    ``config=<file.yaml>`` into the file's values as overrides (before the others); with
+    ``origins``, records the file each of those keys came from (for error messages)."""
     from .paths import config_dir
 
     out: list[str] = []
@@ -106,7 +146,10 @@ def expand_config_arg(sub: str, args: list[str]) -> list[str]:
             if not isinstance(data, dict):
                 raise UserError(f"config: {value} must hold a mapping of keys to values")
             data.pop("defaults", None)
+            start = len(front)
             _flatten("", data, front)
+            if origins is not None:
+                origins.update({_key(a): value for a in front[start:]})
         else:
             presets = sorted(p.stem for p in (config_dir() / "experiment" / sub).glob("*.yaml"))
             if value not in presets:
@@ -167,22 +210,66 @@ def _first_of_sweep(overrides: list[str]) -> list[str]:
     return out
 
 
-def _check_overrides(sub: str, args: list[str], multirun: bool = False) -> None:
+def _groups() -> set[str]:
+    """The config groups (folders of configs/), which ``+group=option`` may add."""
+    from .paths import config_dir
+
+    return {p.name for p in config_dir().iterdir() if p.is_dir()}
+
+
+def _composition_error(sub: str, err: BaseException) -> str:
+    """One line for a Hydra composition or parse error, naming the key."""
+    import re
+
+    text = str(err)
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        return f"{unknown.group(1)}: no such key in '{sub}' (see 'softras {sub} --help' for its keys)"
+    cause = err.__cause__
+    if text.startswith("Error merging override") and cause is not None:
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        full = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
+        key = full or _key(text.removeprefix("Error merging override").strip())
+        return f"{key}: {lines[0] if lines else type(cause).__name__}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines[:3]) or type(err).__name__
+
+
+def _check_overrides(sub: str, args: list[str], multirun: bool = False, origins: dict[str, str] | None = None) -> None:
     """Composes the config once up front so that a bad override, a wrong type or an unknown
-    key is one line naming the key (for a sweep: the first job's config)."""
+    key is one line naming the key (for a sweep: the first job's config). Unknown keys are
+    errors with or without Hydra's ``+``: only a config group may be added."""
+    from omegaconf import OmegaConf
+
     from .config import compose
 
     overrides = [a for a in args if not a.startswith(("hydra.", "-"))]
+    origins = origins or {}
     try:
         if multirun:
             overrides = _first_of_sweep(overrides)
         compose(sub, overrides)
+        added = [a for a in overrides if a.startswith("+") and _key(a).split(".")[0] not in _groups()]
+        if added:
+            base = compose(sub, [a for a in overrides if not a.startswith("+")])
+            for arg in added:
+                if OmegaConf.select(base, _key(arg), default=_ABSENT) is _ABSENT:
+                    where = f" (in {origins[_key(arg)]})" if _key(arg) in origins else ""
+                    raise UserError(
+                        f"{_key(arg)}: no such key in '{sub}'{where}; unknown keys are errors, with or without '+' "
+                        f"(see 'softras {sub} --help' for its keys)"
+                    )
+    except UserError:
+        raise
     except Exception as err:  # noqa: BLE001 - Hydra's composition and parse errors
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        text = " ".join(lines[:3]) or type(err).__name__
-        if "+" in "".join(a[:1] for a in args) and "not in" in text:
-            text += " (unknown keys are errors, with or without '+')"
+        text = _composition_error(sub, err)
+        key = text.split(":", 1)[0]
+        if key in origins:
+            text += f" (in {origins[key]})"
         raise UserError(text) from None
+
+
+_ABSENT = object()
 
 
 # ---- run folders --------------------------------------------------------------------------------
@@ -217,23 +304,50 @@ def _claim_dir(key: str, value: str) -> Path:
     return path
 
 
-def _run_folder(sub: str, args: list[str], multirun: bool) -> tuple[list[str], Path, bool]:
-    """The run (or sweep) folder, created now: (its overrides, the folder, created by us)."""
+def _first_missing(path: Path) -> Path | None:
+    """The highest folder of ``path`` (itself or an ancestor) that does not exist yet."""
+    path = Path(path).expanduser().absolute()
+    top = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        top = folder
+    return top
+
+
+def _run_folder(sub: str, args: list[str], multirun: bool) -> tuple[list[str], Path, Path | None]:
+    """The run (or sweep) folder, created now: (its overrides, the folder, the highest
+    folder this created, to remove if the run never starts)."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     named = [a for a in args if a.startswith(key + "=")]
     if named:
-        path = _claim_dir(key, named[-1].split("=", 1)[1].strip("'\""))
-        return [f"{key}={_override_value(str(path))}"], path, True
-    path = new_run_dir(Path("outputs") / sub, prefix="multirun_" if multirun else "")
-    return [f"{key}={_override_value(str(path))}"], path, True
+        value = named[-1].split("=", 1)[1].strip("'\"")
+        top = _first_missing(Path(value))
+        path = _claim_dir(key, value)
+        return [f"{key}={_override_value(str(path))}"], path, top or path
+    root = Path("outputs") / sub
+    top = _first_missing(root)
+    path = new_run_dir(root, prefix="multirun_" if multirun else "")
+    return [f"{key}={_override_value(str(path))}"], path, top or path
 
 
-def _remove_if_unused(path: Path) -> None:
-    """Removes a folder this command made that holds nothing but Hydra's own notes."""
+def _remove_if_unused(path: Path, top: Path | None = None) -> None:
+    """Removes a folder this command made that holds nothing but Hydra's own notes, and its
+    parents up to ``top`` (the highest folder the command made) when that leaves them empty."""
     import shutil
 
-    if path.is_dir() and all(p.name in (".hydra", "multirun.yaml") for p in path.iterdir()):
-        shutil.rmtree(path, ignore_errors=True)
+    if not (path.is_dir() and all(p.name in (".hydra", "multirun.yaml") for p in path.iterdir())):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    if top is None:
+        return
+    top, folder = top.absolute(), path.absolute().parent
+    while top == folder or top in folder.parents:
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+        folder = folder.parent
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -280,17 +394,23 @@ def run_subcommand(sub: str, args: list[str]) -> int:
         setup: dict[str, Any] = {}
         if ranks.is_main:
             try:
-                args = expand_config_arg(sub, args)
+                origins: dict[str, str] = {}
+                args = expand_config_arg(sub, prepare_overrides(args), origins)
                 args, resumed = _resume_args(sub, spec, args)
-                _check_overrides(sub, args, multirun)
+                _check_overrides(sub, args, multirun, origins)
                 flags = [a for a in args if a in ("-m", "--multirun")]
                 rest = [a for a in args if a not in flags and not a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
                 if resumed is not None:
                     where = [f"hydra.run.dir={_override_value(str(resumed))}", "hydra.output_subdir=null"]
-                    folder, created = resumed, False
+                    folder, top = resumed, None
                 else:
-                    where, folder, created = _run_folder(sub, args, multirun)
-                setup = {"args": flags + where + rest, "folder": str(folder), "created": created}
+                    where, folder, top = _run_folder(sub, args, multirun)
+                setup = {
+                    "args": flags + where + rest,
+                    "folder": str(folder),
+                    "created": top is not None,
+                    "top": None if top is None else str(top),
+                }
             except UserError as err:
                 setup = {"error": str(err)}
         setup = distributed.broadcast_object(setup)
@@ -310,7 +430,7 @@ def run_subcommand(sub: str, args: list[str]) -> int:
         except EngineUserError as err:
             result.setdefault("errors", []).append(str(err))
             if ranks.is_main and setup.get("created"):
-                _remove_if_unused(out_dir)
+                _remove_if_unused(out_dir, Path(setup["top"]))
             return None
         except KeyboardInterrupt:  # a third signal: the clean-up was cut short
             result["interrupted"] = True
@@ -350,7 +470,7 @@ def run_subcommand(sub: str, args: list[str]) -> int:
         logger.removeHandler(handler)
         distributed.destroy_process_group()
     if multirun and folder is not None and setup.get("created"):
-        _remove_if_unused(folder)  # a sweep whose every job failed before it began
+        _remove_if_unused(folder, Path(setup["top"]))  # a sweep whose every job failed before it began
     if ranks.is_main:
         for err in result.get("errors", []):
             print(f"softras {sub}: error: {err}", file=sys.stderr)
