@@ -42,7 +42,8 @@ def raster_settings(r: Any, **changes: Any) -> RasterSettings:
     """The ``RasterSettings`` of a renderer config (errors name ``renderer.<key>``)."""
     names = {f.name for f in fields(RasterSettings)}
     values = {k: r[k] for k in names if k in r}
-    if isinstance(values.get("image_size"), (list, tuple)) or hasattr(values.get("image_size"), "__len__"):
+    size = values.get("image_size")
+    if not isinstance(size, str) and hasattr(size, "__len__"):  # a list (ListConfig) -> (H, W); '64' is refused
         values["image_size"] = tuple(values["image_size"])
     if "background_color" in values:
         values["background_color"] = tuple(float(c) for c in values["background_color"])

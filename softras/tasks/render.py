@@ -111,7 +111,7 @@ class Render(Experiment):
             raise ValueError("strip.sigma_val, strip.gamma_val: expected values > 0")
         self.strip = list(zip(sigmas, gammas))
         r = dict(cfg.renderer)
-        if isinstance(r["image_size"], (list, tuple)) or hasattr(r["image_size"], "__len__"):
+        if not isinstance(r["image_size"], str) and hasattr(r["image_size"], "__len__"):  # '64' is refused
             r["image_size"] = tuple(r["image_size"])
         try:
             self.renderer = SoftRenderer(**r)
