@@ -13,6 +13,10 @@ Public API
   in the texel order of the rasterizer's surface textures.
 - :func:`load_obj_geometry` -- vertices and faces only (kept for existing callers).
 
+This module is longer than most (about 800 lines) on purpose: it is one file format, read and
+written, and keeping the parser, the texture baking and the atlas writer side by side keeps
+the round trip ``load_obj(save_obj(m))`` checkable in one place.
+
 Surface textures ``[F, R*R, 3]`` follow the rasterizer's layout (``texel_index`` in
 ``softras/csrc/rasterize.h``): with barycentrics (w0, w1, w2), a = floor(w0 R), b = floor(w1 R),
 the lower sub-triangle of cell (a, b) (corners (a, b), (a+1, b), (a, b+1) in units of 1/R of
