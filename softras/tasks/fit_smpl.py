@@ -387,7 +387,8 @@ class FitSmpl(Experiment):
                     )
                     metrics |= {f"{k}{suffix}": v for k, v in errors.items()}
         if self.truth is not None:
-            metrics |= {"hand_hidden_fraction": self.hidden, "body_height": self.height}
+            truth = {k: v.detach().cpu().reshape(-1).tolist() for k, v in self.truth_params.items()}
+            metrics |= {"hand_hidden_fraction": self.hidden, "body_height": self.height, "truth": truth}
             log.info(
                 "fit-smpl: hand vertex error %.4f (%.1f%% of the height), hard baseline %.4f; vertex error %.4f",
                 metrics["hand_vertex_err"], 100 * metrics["hand_vertex_err_frac"],
