@@ -249,7 +249,8 @@ def _check_overrides(sub: str, args: list[str], multirun: bool = False, origins:
         if multirun:
             overrides = _first_of_sweep(overrides)
         compose(sub, overrides)
-        added = [a for a in overrides if a.startswith("+") and _key(a).split(".")[0] not in _groups()]
+        groups = _groups()
+        added = [a for a in overrides if a.startswith("+") and not ("." not in _key(a) and _key(a) in groups)]
         if added:
             base = compose(sub, [a for a in overrides if not a.startswith("+")])
             for arg in added:
