@@ -140,7 +140,8 @@ def expand_config_arg(sub: str, args: list[str], origins: dict[str, str] | None 
             try:
                 data = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError as err:
-                mark = getattr(err, "problem_mark", None)
+                # where the broken construct begins (a bracket left open), else where it broke
+                mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
                 where = f" line {mark.line + 1}" if mark is not None else ""
                 raise UserError(f"config: {value}{where} is not valid YAML ({str(err).splitlines()[0]})") from None
             if not isinstance(data, dict):
