@@ -378,6 +378,10 @@ class FitPose(Experiment):
                 raise ValueError(
                     "trials: a target.image has no ground-truth pose to measure trials against; use trials=1"
                 )
+            if t_cfg.use_mask:
+                raise ValueError(
+                    "target.use_mask: a target.image takes its mask from target.mask (use_mask: a rendered target)"
+                )
             mask_path = None if t_cfg.mask is None else Path(str(t_cfg.mask)).expanduser()
             target, mask = load_target_image(Path(str(t_cfg.image)).expanduser(), mask_path, (H, W),
                                              scene.settings.background_color)  # fmt: skip
