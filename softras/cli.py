@@ -29,6 +29,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "deform": ("softras.tasks.deform", "deform a template mesh to match multi-view silhouettes"),
     "fit-pose": ("softras.tasks.fit_pose", "fit a rigid pose under heavy occlusion with scheduled blur (trials=N)"),
     "fit-smpl": ("softras.tasks.fit_smpl", "fit a body model to an image whose right hand is hidden (vs hard)"),
+    "make-dataset": ("softras.tasks.make_dataset", "write a reconstruction dataset (ShapeNet format)"),
+    "train-recon": ("softras.tasks.train_recon", "train single-view mesh reconstruction from multi-view silhouettes"),
+    "eval-recon": ("softras.tasks.eval_recon", "voxel IoU per class of a train-recon checkpoint, beside two baselines"),
 }
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("softras.build", "build the native backends now (or --cuda-compile-check)"),

@@ -39,6 +39,7 @@ __all__ = [
     "make_obj_dataset",
     "make_procedural_dataset",
     "object_colors",
+    "procedural_dataset_dir",
     "render_views",
     "split_objects",
     "voxelize_meshes",
@@ -55,6 +56,14 @@ def default_dataset_dir(name: str = "procedural") -> Path:
     """``$SOFTRAS_DATA/<name>`` if ``SOFTRAS_DATA`` is set, else ``~/.cache/softras/datasets/<name>``."""
     base = os.environ.get("SOFTRAS_DATA")
     return (Path(base).expanduser() if base else Path.home() / ".cache" / "softras" / "datasets") / name
+
+
+def procedural_dataset_dir(objects_per_class: int = 300, seed: int = 0) -> Path:
+    """Where the procedural set of these settings lives by default: ``default_dataset_dir('procedural')``
+    for the default set (300 objects per class, seed 0), else ``procedural-<n>-seed<seed>``."""
+    if (objects_per_class, seed) == (300, 0):
+        return default_dataset_dir("procedural")
+    return default_dataset_dir(f"procedural-{objects_per_class}-seed{seed}")
 
 
 def _rng(seed: int, *keys: str) -> np.random.Generator:
