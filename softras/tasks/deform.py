@@ -42,7 +42,7 @@ from ..engine import distributed as dist
 from ..functional.cameras import face_vertices, get_points_from_angles, look_at, perspective
 from ..functional.losses import iou_loss
 from ..functional.rasterize import soft_rasterize_packed
-from ..functional.settings import RasterSettings
+from ..functional.settings import BACKENDS, RasterSettings
 from ..images import read_masks
 from ..io import load_obj_geometry, save_obj
 from ..losses import FlattenLoss, LaplacianLoss
@@ -251,6 +251,9 @@ class Deform(Experiment):
         if not self.viewing_angle > 0:
             raise ValueError(f"renderer.viewing_angle: expected a number > 0, got {self.viewing_angle}")
         self.backend = str(cfg.renderer.backend)
+        if self.backend not in BACKENDS:
+            names = ", ".join(map(repr, BACKENDS))
+            raise ValueError(f"renderer.backend: expected one of {names}, got {self.backend!r}")
         if cfg.steps < 0:
             raise ValueError(f"steps: expected an integer >= 0, got {cfg.steps}")
         if cfg.checkpoint_every < 0:
