@@ -330,6 +330,10 @@ class TrainRecon(Experiment):
         val = self.val_curve[-1] if self.val_curve and self.val_curve[-1]["step"] == completed else None
         if val is None:
             val = {"step": completed, **self.log_validation(ctx, completed)}
+        # DDP keeps every rank's parameters equal: checked on a fingerprint, not assumed
+        fingerprint = torch.stack([t.detach().double().cpu().abs().sum() for t in self.model.state_dict().values()])
+        prints = dist.gather_objects(fingerprint)
+        rank_diff = max(float((p - prints[0]).abs().max()) for p in prints)
         if ctx.is_main:
             self.frames.append(to_uint8(self.grid()))
             ctx.save_gif("progress.gif", self.frames, fps=4)
@@ -341,6 +345,7 @@ class TrainRecon(Experiment):
             "val_curve": self.val_curve,
             "classes": list(self.train_set.class_ids),
             "batch_size": self.local_batch * ctx.world_size,
+            "max_parameter_difference_between_ranks": rank_diff,
             "device": str(ctx.device),
         }
 
