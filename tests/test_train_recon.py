@@ -193,3 +193,10 @@ def test_two_gloo_processes_train_like_one_and_resume_exactly(tiny, tmp_path, mo
     assert done.returncode == 2
     lines = [ln for ln in done.stderr.splitlines() if "error:" in ln]
     assert lines and all("batch_size" in ln for ln in lines), done.stderr[-2000:]
+
+
+def test_the_slurm_launcher_config_composes(tmp_path, capsys):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed")
+    assert main(["train-recon", "hydra/launcher=softras_slurm", "--cfg", "hydra"]) == 0
+    out = capsys.readouterr().out
+    assert "SlurmLauncher" in out and "tasks_per_node: 1" in out and "gpus_per_node: 1" in out
