@@ -13,6 +13,12 @@ the whole RGBA output, and its backward goes through the camera transform to the
   face), default settings, one view (distance 2.732, elevation 30, azimuth 45), angle 30.
 - W3, a large mesh: an icosphere of 81,920 faces (radius 1), 512x512, sigma 1e-5, softmax,
   one view (distance 2.732), angle 30, one random colour per face.
+- W4, one train-recon step at batch 64: ReconModel (softras.models) on 2 x 64 random RGBA
+  images, each predicted mesh (642 vertices, 1280 faces) rendered at two of the 24 dataset
+  views (256 images, 64x64, sigma 1e-4, dist_eps 1e-10, rgb 'hard', angle 15), loss 1 - IoU +
+  Laplacian + flatten; fwd+bwd covers network and rasterizer. ``rasterizer_fwd_bwd_s`` (info)
+  times the rasterizer alone on the same face vertices, and ``rasterizer_share`` is its share
+  of the step. Not run on the reference backend (a whole step is what it measures).
 
 The ``reference`` backend (pure PyTorch brute force) is far too slow at full size, so it runs
 a fraction of each problem and its times are EXTRAPOLATED (multiplied by a factor recorded in
@@ -55,7 +61,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
-ALL_WORKLOADS = ("W1", "W2", "W3")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4")
 ALL_BACKENDS = ("reference", "cpu", "cuda")
 DEFAULT_OUT = "outputs/bench/bench.json"
 CASE_TIMEOUT_S = 1200
@@ -283,7 +289,64 @@ def build_w3(backend: str, device: torch.device, mode: str) -> Case:
     return _single_view("W3", verts, faces, textures, 512, kw, backend, device, mode, info)
 
 
-BUILDERS = {"W1": build_w1, "W2": build_w2, "W3": build_w3}
+def build_w4(backend: str, device: torch.device, mode: str) -> Case:
+    from softras.datasets import view_eyes
+    from softras.functional.cameras import face_vertices, look_at, perspective
+    from softras.functional.losses import iou_loss
+    from softras.functional.rasterize import soft_rasterize_packed
+    from softras.functional.settings import RasterSettings
+    from softras.losses import FlattenLoss, LaplacianLoss
+    from softras.models import ReconModel
+
+    torch.manual_seed(0)
+    B = 64
+    model = ReconModel().to(device)
+    faces = model.faces
+    lap, flat = LaplacianLoss(model.template_vertices, faces).to(device), FlattenLoss(faces).to(device)
+    gen = _seeded(0)
+    images = torch.rand(2 * B, 4, 64, 64, generator=gen).to(device)
+    views = torch.randint(24, (2, B), generator=gen)
+    eyes = torch.cat([view_eyes(views[0])] * 2 + [view_eyes(views[1])] * 2).to(device)
+    target = torch.cat([images[:B, 3], images[:B, 3], images[B:, 3], images[B:, 3]])
+    settings = RasterSettings(image_size=(64, 64), sigma_val=1e-4, dist_eps=1e-10, aggr_func_rgb="hard")
+    F = faces.shape[0]
+    first = torch.arange(4 * B, device=device) * F
+    tex = torch.ones(1, 1, 3, device=device).expand(4 * B * F, 1, 3)
+
+    def project(vertices):
+        v = perspective(look_at(vertices.repeat(2, 1, 1), eyes), 15.0, (64, 64))
+        return face_vertices(v, faces[None].expand(4 * B, -1, -1)).reshape(-1, 3, 3)
+
+    def forward():
+        vertices, _, _ = model(images)
+        alpha = soft_rasterize_packed(project(vertices), tex, first, settings, backend=backend)[:, 3]
+        loss = iou_loss(alpha, target) + 5e-3 * lap(vertices).mean() + 5e-4 * flat(vertices).mean()
+        return loss[None]
+
+    with torch.no_grad():
+        fv0 = project(model(images)[0])
+    fv = fv0.clone().requires_grad_(True)
+    times = []
+    for _ in range(4):  # the rasterizer alone on the same faces (1 warm-up + 3 timed)
+        t0 = time.perf_counter()
+        soft_rasterize_packed(fv, tex, first, settings, backend=backend)[:, 3].sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        fv.grad = None
+    info = {
+        "model": "ReconModel (642-vertex sphere, 1280 faces)",
+        "batch": B,
+        "images_rendered": 4 * B,
+        "image_size": [64, 64],
+        "settings": {"sigma_val": 1e-4, "dist_eps": 1e-10, "aggr_func_rgb": "hard", "viewing_angle": 15},
+        "grad": "network parameters (through the rasterizer)",
+        "rasterizer_fwd_bwd_s": statistics.median(times[1:]),
+    }
+    return Case(forward, [p for p in model.parameters()], info)
+
+
+BUILDERS = {"W1": build_w1, "W2": build_w2, "W3": build_w3, "W4": build_w4}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,6 +466,8 @@ def run_case(workload: str, backend: str, repeats: int, mode: str) -> dict:
 
     check = case.check() if case.check is not None else None
     fwd_m, fb_m = statistics.median(t_fwd), statistics.median(t_fb)
+    if "rasterizer_fwd_bwd_s" in case.info:  # W4: the rasterizer's share of a training step
+        case.info["rasterizer_share"] = case.info["rasterizer_fwd_bwd_s"] / fb_m
     return {
         "workload": workload,
         "backend": backend,
@@ -607,7 +672,7 @@ def parse_args(argv=None):
     default_backends = "reference,cpu" + (",cuda" if torch.cuda.is_available() else "")
     p.add_argument("--backends", default=default_backends, help=f"comma list (default {default_backends})")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 5; 2 with --quick)")
-    p.add_argument("--workloads", default=",".join(ALL_WORKLOADS), help="comma list (default W1,W2,W3)")
+    p.add_argument("--workloads", default=",".join(ALL_WORKLOADS), help="comma list (default W1,W2,W3,W4)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
     p.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller reference sample")
     p.add_argument("--_case", nargs=2, metavar=("WORKLOAD", "BACKEND"), help=argparse.SUPPRESS)
@@ -644,6 +709,8 @@ def main(argv=None) -> int:
     cases = []
     for w in args.workload_list:
         for b in backends:
+            if (w, b) == ("W4", "reference"):  # a whole training step: not a rasterizer comparison
+                continue
             print(f"[bench] {w} / {b} ...", end=" ", flush=True, file=sys.stderr)
             c = spawn_case(w, b, args.repeats, args.mode)
             if c.get("error"):
