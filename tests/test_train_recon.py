@@ -188,15 +188,10 @@ def test_two_gloo_processes_train_like_one_and_resume_exactly(tiny, tmp_path, mo
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     assert len(a["generators"]) == 2 and all(torch.equal(x, y) for x, y in zip(a["generators"], b["generators"]))
 
-    # more processes than samples in the global batch: one line
+    # more processes than samples in the global batch: one line of ours (each rank exits 2,
+    # then torchrun reports the failed children in its own words), no folder
     done = torchrun(*args(tiny, "steps=1", "batch_size=1"), f"hydra.run.dir={tmp_path / 'bad'}")
-    assert done.returncode == 2
-    lines = [ln for ln in done.stderr.splitlines() if "error:" in ln]
-    assert lines and all("batch_size" in ln for ln in lines), done.stderr[-2000:]
-
-
-def test_the_slurm_launcher_config_composes(tmp_path, capsys):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed")
-    assert main(["train-recon", "hydra/launcher=softras_slurm", "--cfg", "hydra"]) == 0
-    out = capsys.readouterr().out
-    assert "SlurmLauncher" in out and "tasks_per_node: 1" in out and "gpus_per_node: 1" in out
+    assert done.returncode != 0 and "exitcode  : 2" in done.stderr
+    ours = [ln for ln in done.stderr.splitlines() if ln.startswith("softras train-recon: error:")]
+    assert len(ours) == 1 and "batch_size" in ours[0] and "= 2" in ours[0], done.stderr[-2000:]
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # (an empty folder may stay)

@@ -245,6 +245,9 @@ class TrainRecon(Experiment):
     # ---- validation and pictures ----
     def validate(self) -> dict[str, float]:
         """Voxel IoU per val class, each rank scoring its shard; gathered on every rank."""
+        if dist.active():  # batch-norm statistics: rank 0's on every rank (as DDP's forward uses them)
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         items = self.val_set.items()[self.val_items.start : self.val_items.stop]
         iou = reconstruction_iou(self.model, self.val_set, items, self.val_views, device=self.device).mean(1)
         parts = dist.gather_objects((items[:, 0], iou))
@@ -330,8 +333,9 @@ class TrainRecon(Experiment):
         val = self.val_curve[-1] if self.val_curve and self.val_curve[-1]["step"] == completed else None
         if val is None:
             val = {"step": completed, **self.log_validation(ctx, completed)}
-        # DDP keeps every rank's parameters equal: checked on a fingerprint, not assumed
-        fingerprint = torch.stack([t.detach().double().cpu().abs().sum() for t in self.model.state_dict().values()])
+        # DDP keeps every rank's parameters equal: checked on a fingerprint, not assumed (batch-norm
+        # statistics differ per rank; DDP's forward and the validation use rank 0's)
+        fingerprint = torch.stack([t.detach().double().cpu().abs().sum() for t in self.model.parameters()])
         prints = dist.gather_objects(fingerprint)
         rank_diff = max(float((p - prints[0]).abs().max()) for p in prints)
         if ctx.is_main:
