@@ -228,6 +228,9 @@ void backward_impl(const at::Tensor& grad_rgba, const at::Tensor& face_vertices,
       const PixelGrad<T>* row = pix.data() + b * HW + r * W;
       for (int64_t c = c0; c <= c1; ++c) {
         const T px = pixel_x<T>(c, W);
+        // the same skip pair_backward makes, taken here so the hot loop calls it only for
+        // pixels inside the face's grown box
+        if (!in_box(g, px, py) && row[c].idx != f) continue;
         pair_backward<T, DF, TT>(g, tex + f * tstride, f, faces_in_mesh, px, py, row[c], p, acc,
                                  add_tex);
       }

@@ -56,6 +56,13 @@ def _check_textures(textures: torch.Tensor, faces_shape: Sequence[int], texture_
         raise ValueError(f"textures: expected {expected}, got {_shape(textures)}")
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every value is finite; a broadcast (expanded) tensor is checked on its own
+    values only, and a finite sum proves it without a second pass."""
+    t = t.detach()[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(t.stride(), t.shape))]
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
@@ -113,10 +120,9 @@ def soft_rasterize_packed(
                 f"mesh_first_face: expected non-decreasing values in [0, {F}], got {mesh_first_face.tolist()}"
             )
     # fast path: a finite sum proves every value finite; otherwise look closer
-    if F > 0 and not (bool(torch.isfinite(face_vertices.detach().sum())) or bool(torch.isfinite(face_vertices).all())):
-        raise ValueError("face_vertices: expected finite values, got NaN or Inf")
-    if F > 0 and not (bool(torch.isfinite(textures.detach().sum())) or bool(torch.isfinite(textures).all())):
-        raise ValueError("textures: expected finite values, got NaN or Inf")
+    for name, t in (("face_vertices", face_vertices), ("textures", textures)):
+        if F > 0 and not _all_finite(t):
+            raise ValueError(f"{name}: expected finite values, got NaN or Inf")
     # refuse what cannot fit before building a backend or allocating anything
     planned = backend if backend in ("reference", "cpu", "cuda") else face_vertices.device.type
     check_raster_memory(settings, first.numel(), planned, face_vertices.dtype, face_vertices.device)
