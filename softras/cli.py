@@ -392,11 +392,13 @@ def run_subcommand(sub: str, args: list[str]) -> int:
     ranks = distributed.ranks_from_env()
     folder: Path | None = None
     result: dict[str, Any] = {}
-    if not helping:
+    setup: dict[str, Any] = {}
+    if helping:  # --help, --cfg job ...: the preset or YAML file still applies
+        args = [x for a in args for x in (expand_config_arg(sub, [a]) if a.startswith("config=") else [a])]
+    else:
         if ranks.distributed and multirun:
             raise UserError("-m: a sweep cannot run under torchrun; launch each run of it with torchrun instead")
         ranks = _init_ranks()
-        setup: dict[str, Any] = {}
         if ranks.is_main:
             try:
                 origins: dict[str, str] = {}

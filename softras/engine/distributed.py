@@ -105,6 +105,13 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def max_difference_between_ranks(t: torch.Tensor) -> float:
+    """The largest absolute difference of ``t`` between any rank and rank 0 (0.0 alone);
+    every rank must call it. A check that data-parallel ranks stayed in step."""
+    values = gather_objects(t.detach().cpu())
+    return max(float((v - values[0]).abs().max()) if v.numel() else 0.0 for v in values)
+
+
 def any_rank(flag: bool, device: torch.device | None = None) -> bool:
     """True on every rank when ``flag`` is true on any rank (all ranks must call it)."""
     if not active():

@@ -364,8 +364,7 @@ class Deform(Experiment):
             vertices = self.model()
             ious = self.all_ious()
         # every rank took the same steps: their meshes must agree (checked, not assumed)
-        meshes = dist.gather_objects(vertices.detach().cpu())
-        rank_diff = max(float((m - meshes[0]).abs().max()) for m in meshes)
+        rank_diff = dist.max_difference_between_ranks(vertices)
         if ctx.is_main:
             save_obj(ctx.dir / "mesh.obj", vertices.cpu(), self.faces.cpu())
             grid = self._grid()

@@ -336,8 +336,7 @@ class TrainRecon(Experiment):
         # DDP keeps every rank's parameters equal: checked on a fingerprint, not assumed (batch-norm
         # statistics differ per rank; DDP's forward and the validation use rank 0's)
         fingerprint = torch.stack([t.detach().double().cpu().abs().sum() for t in self.model.parameters()])
-        prints = dist.gather_objects(fingerprint)
-        rank_diff = max(float((p - prints[0]).abs().max()) for p in prints)
+        rank_diff = dist.max_difference_between_ranks(fingerprint)
         if ctx.is_main:
             self.frames.append(to_uint8(self.grid()))
             ctx.save_gif("progress.gif", self.frames, fps=4)
