@@ -77,7 +77,7 @@ def plot_errors(
                      drawstyle="steps-post")  # fmt: skip
     axes[0].axhline(SUCCESS_ROT_DEG, color="grey", ls="--", lw=1)
     axes[0].set_yscale("log")
-    axes[0].set_xlim(0, max_deg * 1.02)
+    axes[0].set_xlim(0, max(max_deg, 1.0) * 1.02)
     axes[0].set_xlabel("initial rotation error (deg)")
     axes[0].set_ylabel("final rotation error (deg)")
     axes[0].legend(fontsize=8)
