@@ -436,8 +436,7 @@ def run_subcommand(sub: str, args: list[str]) -> int:
             metrics = engine_launch(spec, cfg, out_dir, resume=cfg.get("resume") is not None)
         except EngineUserError as err:
             result.setdefault("errors", []).append(str(err))
-            if ranks.is_main and setup.get("created"):
-                _remove_if_unused(out_dir, Path(setup["top"]))
+            result["unused_dir"] = out_dir  # removed once every rank is done with it
             return None
         except KeyboardInterrupt:  # a third signal: the clean-up was cut short
             result["interrupted"] = True
@@ -475,7 +474,10 @@ def run_subcommand(sub: str, args: list[str]) -> int:
     finally:
         sys.argv = saved
         logger.removeHandler(handler)
+        distributed.barrier()  # no rank still touches the folder when rank 0 tidies it
         distributed.destroy_process_group()
+    if ranks.is_main and setup.get("created") and "unused_dir" in result:
+        _remove_if_unused(result["unused_dir"], Path(setup["top"]))
     if multirun and folder is not None and setup.get("created"):
         _remove_if_unused(folder, Path(setup["top"]))  # a sweep whose every job failed before it began
     if ranks.is_main:
