@@ -27,6 +27,17 @@ def plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
+def check_loop_keys(cfg: Any) -> None:
+    """The keys every step loop shares, where a config has them: ``steps`` and
+    ``checkpoint_every`` >= 0, every ``logger.*_every`` >= 1 (errors name the key)."""
+    for key in ("steps", "checkpoint_every"):
+        if key in cfg and cfg[key] < 0:
+            raise ValueError(f"{key}: expected an integer >= 0, got {cfg[key]}")
+    for key, value in (cfg.get("logger") or {}).items():
+        if str(key).endswith("_every") and value < 1:
+            raise ValueError(f"logger.{key}: expected an integer >= 1, got {value}")
+
+
 def launch(spec: TaskSpec, cfg: Any, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Runs ``spec`` with ``cfg`` in ``run_dir`` (rank 0 writes it) and returns the metrics.
 
@@ -43,6 +54,7 @@ def launch(spec: TaskSpec, cfg: Any, run_dir: str | Path, resume: bool = False) 
     seed_everything(int(cfg.seed), ranks.rank)
     ctx = RunContext(spec.name, run_dir, plain(cfg), ranks, device)
     try:
+        check_loop_keys(cfg)
         exp = spec.setup(cfg, ctx)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
         raise UserError(first_line(err)) from None

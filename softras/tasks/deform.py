@@ -254,13 +254,6 @@ class Deform(Experiment):
         if self.backend not in BACKENDS:
             names = ", ".join(map(repr, BACKENDS))
             raise ValueError(f"renderer.backend: expected one of {names}, got {self.backend!r}")
-        if cfg.steps < 0:
-            raise ValueError(f"steps: expected an integer >= 0, got {cfg.steps}")
-        if cfg.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every: expected an integer >= 0, got {cfg.checkpoint_every}")
-        for key in ("scalars_every", "images_every", "mesh_every", "gif_every"):
-            if cfg.logger[key] < 1:
-                raise ValueError(f"logger.{key}: expected an integer >= 1, got {cfg.logger[key]}")
         if cfg.template.scale <= 0 or cfg.template.min_abs <= 0:
             raise ValueError("template.scale, template.min_abs: expected numbers > 0")
         self.steps, self.checkpoint_every = int(cfg.steps), int(cfg.checkpoint_every)

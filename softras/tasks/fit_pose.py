@@ -337,17 +337,12 @@ class FitPose(Experiment):
         device = ctx.device
         if cfg.steps < 1 or cfg.trials < 1:
             raise ValueError(f"steps, trials: expected integers >= 1, got {cfg.steps} and {cfg.trials}")
-        if cfg.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every: expected an integer >= 0, got {cfg.checkpoint_every}")
         if not 0 <= cfg.max_init_deg <= 180:
             raise ValueError(f"max_init_deg: expected a number in [0, 180], got {cfg.max_init_deg}")
         if cfg.max_init_trans < 0:
             raise ValueError(f"max_init_trans: expected a number >= 0, got {cfg.max_init_trans}")
         if not cfg.lr_translation > 0:
             raise ValueError(f"lr_translation: expected a number > 0, got {cfg.lr_translation}")
-        for key in ("scalars_every", "images_every", "mesh_every", "gif_every"):
-            if cfg.logger[key] < 1:
-                raise ValueError(f"logger.{key}: expected an integer >= 1, got {cfg.logger[key]}")
         b = cfg.blur
         try:
             blur = BlurSchedule.create(b.kind, list(b.sigma_val), list(b.gamma_val), b.begin, b.until, b.levels)

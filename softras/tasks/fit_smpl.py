@@ -197,12 +197,6 @@ def _errors(out: Any, truth: Any, hand_v: torch.Tensor, joints: int, hand_j: lis
 
 class FitSmpl(Experiment):
     def __init__(self, cfg: Any, ctx: RunContext):
-        for key in ("steps", "checkpoint_every"):
-            if cfg[key] < 0:
-                raise ValueError(f"{key}: expected an integer >= 0, got {cfg[key]}")
-        for key in ("scalars_every", "images_every", "mesh_every", "gif_every"):
-            if cfg.logger[key] < 1:
-                raise ValueError(f"logger.{key}: expected an integer >= 1, got {cfg.logger[key]}")
         self.steps, self.checkpoint_every = int(cfg.steps), int(cfg.checkpoint_every)
         self.scalars_every, self.every = int(cfg.logger.scalars_every), dict(cfg.logger)
         self.device, self.backend = ctx.device, str(cfg.renderer.backend)

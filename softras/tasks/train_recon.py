@@ -145,11 +145,6 @@ def check_positive(cfg: Any, keys: tuple[str, ...]) -> None:
 class TrainRecon(Experiment):
     def __init__(self, cfg: Any, ctx: RunContext):
         check_positive(cfg, ("batch_size", "val_every", "data.val_views"))
-        check_positive(cfg, tuple(f"logger.{k}" for k in ("scalars_every", "images_every", "mesh_every", "gif_every")))
-        if cfg.steps < 0 or cfg.checkpoint_every < 0:
-            raise ValueError(
-                f"steps, checkpoint_every: expected integers >= 0, got {cfg.steps}, {cfg.checkpoint_every}"
-            )
         world = ctx.world_size
         if cfg.batch_size < world or cfg.batch_size % world:
             raise ValueError(
