@@ -75,6 +75,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    fused: Any = None  # null: torch's default; true: one fused kernel per step (CPU and CUDA)
 
 
 @dataclass
