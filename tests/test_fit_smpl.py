@@ -130,7 +130,7 @@ def test_the_default_run_beats_the_hard_baseline_on_the_hidden_hand(tmp_path):
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = ["fit-smpl", *SMALL, "steps=6", "renderer.image_size=24", "checkpoint_every=2"]
+    args = ["fit-smpl", *SMALL, "steps=6", "renderer.image_size=24", "checkpoint_every=2", "restarts=2"]
     straight = tmp_path / "straight"
     assert cli.main([*args, f"hydra.run.dir={straight}"]) == 0
 
@@ -154,6 +154,33 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch
             assert torch.equal(torch.tensor(a[key][name]), torch.tensor(b[key][name])), (key, name)
     for tag in ("loss_soft/total", "loss_hard/total", "error_soft/hand_vertex_err"):
         assert scalars(cut, tag) == scalars(straight, tag)
+    assert a["hypothesis"] == b["hypothesis"] and a["hypothesis_hard"] == b["hypothesis_hard"]
+
+
+def test_restarts_are_independent_hypotheses_and_the_lowest_final_loss_wins(tmp_path):
+    args = ["fit-smpl", *SMALL, "steps=8", "renderer.image_size=24", "restart_std_deg=25"]
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert cli.main([*args, "restarts=1", f"hydra.run.dir={one}"]) == 0
+    assert cli.main([*args, "restarts=3", f"hydra.run.dir={three}"]) == 0
+    a, b = metrics(one), metrics(three)
+    for suffix in ("", "_hard"):
+        losses = b[f"hypothesis{suffix}"]["final_losses"]
+        assert len(losses) == 3 and len(set(losses)) == 3  # three different starts, three different ends
+        # hypothesis 0 starts from the rest pose and is fitted exactly as a run without restarts
+        assert losses[0] == a[f"hypothesis{suffix}"]["final_losses"][0]
+        assert b[f"hypothesis{suffix}"]["chosen"] == int(np.argmin(losses))
+        assert b[f"hypothesis{suffix}"]["params"][0] == a[f"params{suffix}"]
+        assert b[f"params{suffix}"] == b[f"hypothesis{suffix}"]["params"][int(np.argmin(losses))]
+    # the starts: the rest pose, then random joint rotations of the stated spread, the same for both fits
+    start = tmp_path / "start"
+    assert cli.main([*args, "restarts=3", "steps=0", f"hydra.run.dir={start}"]) == 0
+    s = metrics(start)
+    assert s["hypothesis"]["params"] == s["hypothesis_hard"]["params"]
+    assert all(x == 0 for values in s["hypothesis"]["params"][0].values() for x in values)
+    for h in s["hypothesis"]["params"][1:]:
+        spread = float(np.degrees(np.std(h["body_pose"])))
+        assert 25 * 0.7 < spread < 25 * 1.3, spread  # 69 draws of N(0, 25 degrees)
+        assert all(x == 0 for k in ("global_orient", "transl", "betas") for x in h[k])
 
 
 def test_smplh_fits_with_the_same_command(tmp_path):
@@ -239,3 +266,15 @@ def test_a_user_image_with_a_pinhole_camera_runs(tmp_path):
     m = metrics(run)
     assert m["status"] == "completed" and "vertex_err" not in m  # no ground truth to measure against
     assert len(scalars(run, "loss_soft/silhouette")) == 2
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("restarts=0", "restarts: expected an integer >= 1, got 0"),
+        ("restart_std_deg=-5", "restart_std_deg: expected a number >= 0, got -5"),
+        ("pose_after=1.5", "pose_after: expected a fraction of the steps in [0, 1), got 1.5"),
+    ],
+)
+def test_bad_fit_settings(tmp_path, capsys, override, expected):
+    assert expected in _one_line(capsys, [override], tmp_path / "run")

@@ -99,6 +99,9 @@ class FitSmplConfig(BaseConfig):
     steps: int = 300
     checkpoint_every: int = 0
     compare_hard: bool = True
+    pose_after: float = 0.0  # fraction of the steps in which only global_orient and transl move
+    restarts: int = 1  # hypotheses fitted side by side; the one with the lowest final loss is the result
+    restart_std_deg: float = 20.0  # std of the random joint rotations the hypotheses after the first start from
     views: list[float] = field(default_factory=list)
     show_azimuths: list[float] = field(default_factory=lambda: [90.0, 270.0])
     body: BodyConfig = field(default_factory=BodyConfig)
@@ -166,18 +169,37 @@ def load_user_target(t: Any, size: tuple[int, int]) -> tuple[torch.Tensor, np.nd
 
 
 class BodyFit(torch.nn.Module):
-    """The fitted parameters of one body (from the rest pose) and their optimizer."""
+    """The fitted parameters of one body, as ``K`` hypotheses fitted side by side (row 0 from the
+    rest pose, the others from the rest pose plus random joint rotations), and their optimizer.
+    ``best`` is the hypothesis with the lowest loss at the last step (no ground truth involved)."""
 
-    def __init__(self, body: torch.nn.Module, num_pose: int, num_betas: int, cfg: Any, device: torch.device):
+    def __init__(
+        self, body: torch.nn.Module, num_pose: int, num_betas: int, cfg: Any, device: torch.device, generator=None
+    ):
         super().__init__()
         self.body = [body]  # shared, not a submodule (not in the state dict)
+        K = int(cfg.restarts)
         sizes = {"global_orient": 3, "transl": 3, "body_pose": num_pose, "betas": num_betas}
-        zeros = {k: torch.zeros(1, sizes[k], device=device) for k in PARAMS}
-        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in zeros.items()})
+        init = {k: torch.zeros(K, sizes[k]) for k in PARAMS}
+        if K > 1:
+            noise = torch.randn(K - 1, num_pose, generator=generator) * np.radians(float(cfg.restart_std_deg))
+            init["body_pose"][1:] = noise
+        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(device)) for k, v in init.items()})
         self.optimizer = build_optimizer(cfg.optim, self.params.values())
+        self.register_buffer("last_loss", torch.full((K,), float("inf")))
 
-    def forward(self) -> Any:
-        return self.body[0](**dict(self.params.items()), return_verts=True)
+    @property
+    def num_hypotheses(self) -> int:
+        return int(self.params["body_pose"].shape[0])
+
+    @property
+    def best(self) -> int:
+        return int(torch.argmin(self.last_loss))
+
+    def forward(self, k: int | None = None) -> Any:
+        """The body of hypothesis ``k`` (default the best one), batch 1."""
+        k = self.best if k is None else k
+        return self.body[0](**{name: p[k : k + 1] for name, p in self.params.items()}, return_verts=True)
 
 
 def _errors(out: Any, truth: Any, hand_v: torch.Tensor, joints: int, hand_j: list[int], height: float) -> dict:
@@ -206,6 +228,13 @@ class FitSmpl(Experiment):
             cfg.blur.kind, cfg.blur.sigma_val, cfg.blur.gamma_val, cfg.blur.begin, cfg.blur.until, cfg.blur.levels
         )
         self.lr_schedule = build_schedule(cfg.scheduler)
+        self.pose_after = float(cfg.pose_after)
+        if not 0 <= self.pose_after < 1:
+            raise ValueError(f"pose_after: expected a fraction of the steps in [0, 1), got {cfg.pose_after}")
+        if isinstance(cfg.restarts, bool) or not isinstance(cfg.restarts, int) or cfg.restarts < 1:
+            raise ValueError(f"restarts: expected an integer >= 1, got {cfg.restarts!r}")
+        if not float(cfg.restart_std_deg) >= 0:
+            raise ValueError(f"restart_std_deg: expected a number >= 0, got {cfg.restart_std_deg}")
         self.w = dict(cfg.loss)
         self.light = (float(cfg.light.ambient), float(cfg.light.directional), list(cfg.light.direction))
 
@@ -256,9 +285,11 @@ class FitSmpl(Experiment):
         self.show_camera = BodyCamera.from_angles(
             c.distance, c.elevation, [float(c.azimuth), *[float(a) for a in cfg.show_azimuths]], c.at, c.up
         )
-        self.fits = {"soft": BodyFit(self.body, num_pose, int(b.num_betas), cfg, self.device)}
+        # the soft fit and the hard baseline start from the same hypotheses
+        starts = lambda: torch.Generator().manual_seed(int(cfg.seed) + 7919)  # noqa: E731
+        self.fits = {"soft": BodyFit(self.body, num_pose, int(b.num_betas), cfg, self.device, starts())}
         if cfg.compare_hard:
-            self.fits["hard"] = BodyFit(self.body, num_pose, int(b.num_betas), cfg, self.device)
+            self.fits["hard"] = BodyFit(self.body, num_pose, int(b.num_betas), cfg, self.device, starts())
         self.base_lr = [g["lr"] for g in self.fits["soft"].optimizer.param_groups]
         self.frames: list[np.ndarray] = []
 
@@ -310,23 +341,33 @@ class FitSmpl(Experiment):
             settings = dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)
             if name == "hard":
                 settings = self._hard_settings(sigma, gamma)
-            out = fit()
-            rgba = self.render(out.vertices[0], settings)
-            terms = {
-                "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
-                "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
-                "pose_prior": (fit.params["body_pose"] ** 2).mean(),
-                "betas_prior": (fit.params["betas"] ** 2).mean(),
-            }
-            loss = sum(self.w[k] * v for k, v in terms.items())
+            losses, hypotheses = [], []
+            for k in range(fit.num_hypotheses):  # independent: the sum's gradient is each one's own
+                out = fit(k)
+                rgba = self.render(out.vertices[0], settings)
+                terms = {
+                    "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
+                    "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
+                    "pose_prior": (fit.params["body_pose"][k] ** 2).mean(),
+                    "betas_prior": (fit.params["betas"][k] ** 2).mean(),
+                }
+                losses.append(sum(self.w[n] * v for n, v in terms.items()))
+                hypotheses.append((out, terms))
+            loss = torch.stack(losses).sum()
+            fit.last_loss.copy_(torch.stack(losses).detach())
+            out, terms = hypotheses[fit.best]
             fit.optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
+            if step < self.pose_after * self.steps:  # the first stage: the root alone
+                fit.params["body_pose"].grad = fit.params["betas"].grad = None
             for group, lr in zip(fit.optimizer.param_groups, self.base_lr):
                 group["lr"] = lr * factor
             fit.optimizer.step()
             scalars |= {f"loss_{name}/{k}": float(v.detach()) for k, v in terms.items()}
-            scalars[f"loss_{name}/total"] = float(loss.detach())
+            scalars[f"loss_{name}/total"] = float(fit.last_loss[fit.best])
+            if fit.num_hypotheses > 1:
+                scalars[f"loss_{name}/best_hypothesis"] = fit.best
             if self.truth is not None:
                 with torch.no_grad():
                     errors = _errors(
@@ -359,12 +400,14 @@ class FitSmpl(Experiment):
     def state_dict(self) -> dict[str, Any]:
         state = {f"{name}/params": fit.params.state_dict() for name, fit in self.fits.items()}
         state |= {f"{name}/optimizer": fit.optimizer.state_dict() for name, fit in self.fits.items()}
+        state |= {f"{name}/last_loss": fit.last_loss.clone() for name, fit in self.fits.items()}
         return state | {"frames": self.frames}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, fit in self.fits.items():
             fit.params.load_state_dict(state[f"{name}/params"])
             fit.optimizer.load_state_dict(state[f"{name}/optimizer"])
+            fit.last_loss.copy_(state[f"{name}/last_loss"])
         self.frames = list(state["frames"])
 
     def finish(self, ctx: RunContext, completed: int) -> dict[str, Any]:
@@ -373,8 +416,17 @@ class FitSmpl(Experiment):
             outs = {name: fit() for name, fit in self.fits.items()}
             for name, out in outs.items():
                 suffix = "" if name == "soft" else "_hard"
-                params = {k: v.detach().cpu().reshape(-1).tolist() for k, v in self.fits[name].params.items()}
+                fit = self.fits[name]
+                params = {k: v[fit.best].detach().cpu().tolist() for k, v in fit.params.items()}
                 metrics[f"params{suffix}"] = params
+                metrics[f"hypothesis{suffix}"] = {
+                    "chosen": fit.best,
+                    "final_losses": fit.last_loss.cpu().tolist(),
+                    "params": [
+                        {k: v[i].detach().cpu().tolist() for k, v in fit.params.items()}
+                        for i in range(fit.num_hypotheses)
+                    ],
+                }
                 if self.truth is not None:
                     errors = _errors(
                         out, self.truth, self.hand_vertices, self.num_joints, self.hand_joints, self.height
