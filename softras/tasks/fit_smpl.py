@@ -353,8 +353,9 @@ class FitSmpl(Experiment):
                 }
                 losses.append(sum(self.w[n] * v for n, v in terms.items()))
                 hypotheses.append((out, terms))
-            loss = torch.stack(losses).sum()
-            fit.last_loss.copy_(torch.stack(losses).detach())
+            stacked = torch.stack(losses)
+            loss = stacked.sum()
+            fit.last_loss.copy_(stacked.detach())
             out, terms = hypotheses[fit.best]
             fit.optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
@@ -417,15 +418,14 @@ class FitSmpl(Experiment):
             for name, out in outs.items():
                 suffix = "" if name == "soft" else "_hard"
                 fit = self.fits[name]
-                params = {k: v[fit.best].detach().cpu().tolist() for k, v in fit.params.items()}
-                metrics[f"params{suffix}"] = params
+                every = [
+                    {k: v[i].detach().cpu().tolist() for k, v in fit.params.items()} for i in range(fit.num_hypotheses)
+                ]
+                metrics[f"params{suffix}"] = every[fit.best]
                 metrics[f"hypothesis{suffix}"] = {
                     "chosen": fit.best,
                     "final_losses": fit.last_loss.cpu().tolist(),
-                    "params": [
-                        {k: v[i].detach().cpu().tolist() for k, v in fit.params.items()}
-                        for i in range(fit.num_hypotheses)
-                    ],
+                    "params": every,
                 }
                 if self.truth is not None:
                     errors = _errors(
