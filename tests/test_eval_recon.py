@@ -25,8 +25,8 @@ from softras.models import ReconModel
 S = 32
 
 
-def sphere_model() -> ReconModel:
-    model = ReconModel()
+def sphere_model(encoder_channels=(64, 128, 256)) -> ReconModel:
+    model = ReconModel(encoder_channels=encoder_channels)
     for head in (model.decoder.fc_bias, model.decoder.fc_centroid):
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
@@ -92,13 +92,17 @@ def hand_dataset(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     return root, gts
 
 
-def write_checkpoint(path: Path, root: Path, model: ReconModel | None = None, task: str = "train-recon") -> Path:
+def write_checkpoint(
+    path: Path, root: Path, model: ReconModel | None = None, task: str = "train-recon", encoder_channels=None
+) -> Path:
     model = model if model is not None else sphere_model()
     template = str(Path(__file__).resolve().parents[1] / "data" / "sphere_642.obj")
     config = {
         "model": {"template": template, "color": False, "rgb_weight": 0.0},
         "data": {"root": str(root), "class_ids": None, "objects_per_class": 300, "seed": 0, "val_views": 1},
     }
+    if encoder_channels is not None:  # else a run written before the setting existed: the paper's widths
+        config["model"]["encoder_channels"] = list(encoder_channels)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"task": task, "kind": "recon-model", "step": 0, "model": model.state_dict(), "config": config}, path)
     return path
@@ -153,10 +157,27 @@ def test_a_checkpoint_of_another_task_or_model_is_one_line(tmp_path, hand_datase
     assert len(err) == 1 and "does not hold this model" in err[0]
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
 
+    # a lighter encoder than its config states
+    light = write_checkpoint(tmp_path / "light" / "best.pt", root, model=sphere_model((32, 64, 128)))
+    assert main(["eval-recon", f"checkpoint={light}", "device=cpu", f"hydra.run.dir={tmp_path / 'e3'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not hold this model" in err[0]
+
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["eval-recon", f"checkpoint={tmp_path / 'junk.pt'}", "device=cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot read" in err[0]
+
+
+def test_a_lighter_encoder_is_rebuilt_from_the_run_config(tmp_path, hand_dataset):
+    root, gts = hand_dataset
+    model = sphere_model((32, 64, 128))
+    ckpt = write_checkpoint(tmp_path / "light" / "best.pt", root, model=model, encoder_channels=(32, 64, 128))
+    assert main(["eval-recon", f"checkpoint={ckpt}", "device=cpu", "views=2", f"hydra.run.dir={tmp_path / 'e'}"]) == 0
+    pred = to_dataset_layout(convex_voxels_xyz(model.template_vertices, model.faces))
+    report = json.loads((ckpt.parent / "eval.json").read_text())
+    for cid, gt in gts.items():
+        assert report["per_class"][cid]["model"] == pytest.approx(float(np.mean([iou(pred, g) for g in gt])), abs=1e-6)
 
 
 def test_bad_data_is_one_line_naming_the_file(tmp_path, hand_dataset, capsys):

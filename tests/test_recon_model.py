@@ -34,6 +34,18 @@ def test_layer_sizes_of_the_paper(model):
     assert model.encoder.conv(torch.zeros(2, 4, 64, 64)).shape == (2, 256, 8, 8)
 
 
+def test_lighter_encoder_widths():
+    light = ReconModel(encoder_channels=(32, 64, 128))
+    convs = [(m.in_channels, m.out_channels) for m in light.encoder.conv if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(4, 32), (32, 64), (64, 128)]
+    assert light.encoder.fc[0].in_features == 128 * 8 * 8
+    v, _, _ = light.eval()(torch.rand(2, 4, 64, 64))
+    assert v.shape == (2, 642, 3)
+    for bad in [(32, 64), (32, 0, 128), (32.0, 64, 128), (True, 64, 128)]:
+        with pytest.raises(ValueError, match=r"encoder_channels: expected three integers >= 1, got "):
+            ReconModel(encoder_channels=bad)
+
+
 def test_forward_shapes(model):
     model.eval()
     v, f, c = model(torch.rand(3, 4, 64, 64))

@@ -130,16 +130,27 @@ class ReconModel(nn.Module):
         template_path: OBJ of the template sphere (default the bundled ``sphere_642.obj``).
         color: add the colour branch (per-face RGB).
         image_size: input side (64 in the benchmark).
+        encoder_channels: the three conv layers' widths (the paper's 64, 128, 256; the convs
+            are most of a CPU step, and (32, 64, 128) costs about half as much).
     """
 
-    def __init__(self, template_path: str | os.PathLike | None = None, color: bool = False, image_size: int = 64):
+    def __init__(
+        self,
+        template_path: str | os.PathLike | None = None,
+        color: bool = False,
+        image_size: int = 64,
+        encoder_channels: tuple[int, int, int] = (64, 128, 256),
+    ):
         super().__init__()
         from ..io import load_obj_geometry
         from ..paths import data_file
 
         path = data_file("sphere_642.obj") if template_path is None else template_path
         vertices, faces = load_obj_geometry(path)
-        self.encoder = Encoder(in_channels=4, image_size=image_size)
+        channels = tuple(encoder_channels)
+        if len(channels) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
+            raise ValueError(f"encoder_channels: expected three integers >= 1, got {list(encoder_channels)!r}")
+        self.encoder = Encoder(in_channels=4, image_size=image_size, channels=channels)
         self.decoder = Decoder(vertices, faces, color=color)
         self.image_size = image_size
 

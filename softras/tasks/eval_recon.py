@@ -105,7 +105,9 @@ class EvalRecon(Experiment):
             raise ValueError(f"examples: expected an integer >= 0, got {cfg.examples}")
         state, train_cfg, self.checkpoint = load_recon_checkpoint(cfg.checkpoint)
         m, d = train_cfg["model"], train_cfg["data"]
-        self.model = ReconModel(m["template"], color=bool(m["color"]))
+        # runs written before encoder_channels existed used the paper's widths
+        channels = tuple(m.get("encoder_channels", (64, 128, 256)))
+        self.model = ReconModel(m["template"], color=bool(m["color"]), encoder_channels=channels)
         try:
             self.model.load_state_dict(state)
         except RuntimeError as err:

@@ -59,6 +59,7 @@ log = logging.getLogger("softras")
 class ModelConfig:
     template: str = "${paths.data_dir}/sphere_642.obj"
     color: bool = False  # the colour branch (the paper's "full" model)
+    encoder_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # the three conv widths
     rgb_weight: float = 0.0  # weight of the L1 loss on the rendered colour (colour model)
 
 
@@ -172,7 +173,9 @@ class TrainRecon(Experiment):
         template = Path(str(cfg.model.template)).expanduser()
         if not template.is_file():
             raise FileNotFoundError(f"model.template: no such file {template}")
-        self.model = ReconModel(template, color=bool(cfg.model.color)).to(self.device)
+        self.model = ReconModel(
+            template, color=bool(cfg.model.color), encoder_channels=tuple(cfg.model.encoder_channels)
+        ).to(self.device)
         self.net = self.model
         if world > 1:
             self.net = DistributedDataParallel(
