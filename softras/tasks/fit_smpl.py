@@ -73,14 +73,14 @@ class TargetConfig:
 class LossConfig:
     silhouette: float = 1.0
     rgb: float = 1.0
-    pose_prior: float = 1e-3
+    pose_prior: float = 1e-2
     betas_prior: float = 1e-3
 
 
 @dataclass
 class BlurConfig:
     kind: str = "log-linear"
-    sigma_val: list[float] = field(default_factory=lambda: [1e-3, 1e-5])
+    sigma_val: list[float] = field(default_factory=lambda: [1e-3, 1e-6])
     gamma_val: list[float] = field(default_factory=lambda: [1e-1, 1e-4])
     begin: float = 0.0
     until: float = 0.7
