@@ -1,5 +1,5 @@
 """Neural networks of the experiments (no training loops here)."""
 
-from .recon import Decoder, Encoder, ReconModel, class_prior_voxels, deform_template
+from .recon import PAPER_ENCODER_CHANNELS, Decoder, Encoder, ReconModel, class_prior_voxels, deform_template
 
-__all__ = ["Decoder", "Encoder", "ReconModel", "class_prior_voxels", "deform_template"]
+__all__ = ["PAPER_ENCODER_CHANNELS", "Decoder", "Encoder", "ReconModel", "class_prior_voxels", "deform_template"]

@@ -22,7 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Decoder", "Encoder", "ReconModel", "class_prior_voxels", "deform_template"]
+__all__ = ["PAPER_ENCODER_CHANNELS", "Decoder", "Encoder", "ReconModel", "class_prior_voxels", "deform_template"]
+
+# the widths of the encoder's three conv layers in the paper
+PAPER_ENCODER_CHANNELS = (64, 128, 256)
 
 
 class Encoder(nn.Module):
@@ -32,7 +35,7 @@ class Encoder(nn.Module):
         self,
         in_channels: int = 4,
         image_size: int = 64,
-        channels: tuple[int, int, int] = (64, 128, 256),
+        channels: tuple[int, int, int] = PAPER_ENCODER_CHANNELS,
         hidden: int = 1024,
         dim_out: int = 512,
     ):
@@ -139,7 +142,7 @@ class ReconModel(nn.Module):
         template_path: str | os.PathLike | None = None,
         color: bool = False,
         image_size: int = 64,
-        encoder_channels: tuple[int, int, int] = (64, 128, 256),
+        encoder_channels: tuple[int, int, int] = PAPER_ENCODER_CHANNELS,
     ):
         super().__init__()
         from ..io import load_obj_geometry

@@ -38,7 +38,7 @@ from ..datasets import (
 from ..engine import BaseConfig, Experiment, RunContext, TaskSpec, first_line
 from ..functional.settings import RasterSettings
 from ..io import save_obj
-from ..models import ReconModel, class_prior_voxels
+from ..models import PAPER_ENCODER_CHANNELS, ReconModel, class_prior_voxels
 from ..models.evaluation import evaluation_views, lit_colors, reconstruction_iou, render_meshes
 from ..vis import image_grid, to_uint8
 
@@ -106,7 +106,7 @@ class EvalRecon(Experiment):
         state, train_cfg, self.checkpoint = load_recon_checkpoint(cfg.checkpoint)
         m, d = train_cfg["model"], train_cfg["data"]
         # runs written before encoder_channels existed used the paper's widths
-        channels = tuple(m.get("encoder_channels", (64, 128, 256)))
+        channels = tuple(m.get("encoder_channels", PAPER_ENCODER_CHANNELS))
         self.model = ReconModel(m["template"], color=bool(m["color"]), encoder_channels=channels)
         try:
             self.model.load_state_dict(state)

@@ -100,7 +100,7 @@ class FitSmplConfig(BaseConfig):
     checkpoint_every: int = 0
     compare_hard: bool = True
     pose_after: float = 0.0  # fraction of the steps in which only global_orient and transl move
-    restarts: int = 1  # hypotheses fitted side by side; the one with the lowest final loss is the result
+    restarts: int = 6  # hypotheses fitted side by side; the one with the lowest final loss is the result
     restart_std_deg: float = 20.0  # std of the random joint rotations the hypotheses after the first start from
     views: list[float] = field(default_factory=list)
     show_azimuths: list[float] = field(default_factory=lambda: [90.0, 270.0])

@@ -45,7 +45,7 @@ from ..engine import (
 from ..engine import distributed as dist
 from ..functional.losses import iou_loss
 from ..losses import FlattenLoss, LaplacianLoss
-from ..models import ReconModel
+from ..models import PAPER_ENCODER_CHANNELS, ReconModel
 from ..models.evaluation import evaluation_views, lit_colors, reconstruction_iou, render_meshes
 from ..vis import image_grid, to_uint8
 
@@ -59,7 +59,7 @@ log = logging.getLogger("softras")
 class ModelConfig:
     template: str = "${paths.data_dir}/sphere_642.obj"
     color: bool = False  # the colour branch (the paper's "full" model)
-    encoder_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # the three conv widths
+    encoder_channels: list[int] = field(default_factory=lambda: list(PAPER_ENCODER_CHANNELS))  # the three conv widths
     rgb_weight: float = 0.0  # weight of the L1 loss on the rendered colour (colour model)
 
 
