@@ -52,6 +52,12 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
+def body_output(model, params: dict):
+    p = {k: torch.tensor(v, dtype=torch.float32)[None] for k, v in params.items()}
+    with torch.no_grad():
+        return model(**p)
+
+
 def body_vertices(model, params: dict) -> torch.Tensor:
     p = {k: torch.tensor(v, dtype=torch.float32)[None] for k, v in params.items()}
     with torch.no_grad():
@@ -92,6 +98,27 @@ def test_the_preset_hides_the_whole_right_hand_in_a_hard_render(tmp_path):
     fv = face_vertices(perspective(look_at(v[None], eye, at=at), 20.0, (64, 64)), faces[None])[0]
     _, frags = soft_rasterize_packed(fv, tex, torch.tensor([0]), settings, return_fragments=True)
     assert int(hand_faces[frags.face_index[frags.face_index >= 0]].sum()) > 0
+
+
+def test_pelvis_aligned_errors_ignore_a_shift_of_the_whole_body():
+    model = load_body_model(None, use_pca=False)
+    pose = body_pose_from_euler({"r_shoulder": [0, 0, 60], "l_knee": [30, 0, 0]})[None]
+    truth = model(body_pose=pose)
+    hand = part_of_vertices(model.lbs_weights, (21, 23))
+    shift = torch.tensor([[0.03, -0.04, 0.12]])  # |shift| = 0.13
+    moved = model(body_pose=pose, transl=shift)
+    err = fit_smpl._errors(moved, truth, hand, 24, [21, 23], 2.0)
+    for name in ("vertex_err", "hand_vertex_err", "joint_err", "hand_joint_err"):
+        assert err[name] == pytest.approx(0.13, rel=1e-5)
+        assert err[f"{name}_frac"] == pytest.approx(0.065, rel=1e-5)
+        assert err[f"{name}_aligned"] == pytest.approx(0.0, abs=1e-6)
+    # a bent elbow leaves the pelvis where it was: aligned and plain errors agree, and are not 0
+    bent = model(
+        body_pose=body_pose_from_euler({"r_shoulder": [0, 0, 60], "l_knee": [30, 0, 0], "r_elbow": [0, 40, 0]})[None]
+    )
+    err = fit_smpl._errors(bent, truth, hand, 24, [21, 23], 2.0)
+    assert err["hand_vertex_err"] > 0.05
+    assert err["hand_vertex_err_aligned"] == pytest.approx(err["hand_vertex_err"], rel=1e-5)
 
 
 def test_a_short_fit_converges_toward_the_target(tmp_path):
@@ -171,6 +198,23 @@ def test_restarts_are_independent_hypotheses_and_the_lowest_final_loss_wins(tmp_
         assert b[f"hypothesis{suffix}"]["chosen"] == int(np.argmin(losses))
         assert b[f"hypothesis{suffix}"]["params"][0] == a[f"params{suffix}"]
         assert b[f"params{suffix}"] == b[f"hypothesis{suffix}"]["params"][int(np.argmin(losses))]
+    # every hypothesis' errors, recomputed with smplx from its parameters and the truth's: as they
+    # are, and pelvis-aligned (both bodies moved so that their pelvis joints meet)
+    model = load_body_model(None, use_pca=False)
+    hand = part_of_vertices(model.lbs_weights, (21, 23))
+    truth = body_output(model, b["truth"])
+    for suffix in ("", "_hard"):
+        errors = b[f"hypothesis{suffix}"]["errors"]
+        for params, err in zip(b[f"hypothesis{suffix}"]["params"], errors, strict=True):
+            fitted = body_output(model, params)
+            dv = fitted.vertices[0] - truth.vertices[0]
+            assert err["hand_vertex_err"] == pytest.approx(float(dv[hand].norm(dim=-1).mean()), rel=1e-4)
+            shift = fitted.joints[0, 0] - truth.joints[0, 0]
+            aligned = (dv - shift).norm(dim=-1)
+            assert err["vertex_err_aligned"] == pytest.approx(float(aligned.mean()), rel=1e-4)
+            assert err["hand_vertex_err_aligned"] == pytest.approx(float(aligned[hand].mean()), rel=1e-4)
+        chosen = errors[b[f"hypothesis{suffix}"]["chosen"]]
+        assert all(b[f"{k}{suffix}"] == v for k, v in chosen.items())
     # the starts: the rest pose, then random joint rotations of the stated spread, the same for both fits
     start = tmp_path / "start"
     assert cli.main([*args, "restarts=3", "steps=0", f"hydra.run.dir={start}"]) == 0

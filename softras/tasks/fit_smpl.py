@@ -203,14 +203,21 @@ class BodyFit(torch.nn.Module):
 
 
 def _errors(out: Any, truth: Any, hand_v: torch.Tensor, joints: int, hand_j: list[int], height: float) -> dict:
-    dv = (out.vertices[0] - truth.vertices[0]).norm(dim=-1)
-    dj = (out.joints[0, :joints] - truth.joints[0, :joints]).norm(dim=-1)
-    err = {
-        "vertex_err": dv.mean(),
-        "hand_vertex_err": dv[hand_v].mean(),
-        "joint_err": dj.mean(),
-        "hand_joint_err": dj[hand_j].mean(),
-    }
+    """Mean distances to the truth over the body's and the hand's vertices and joints, as they
+    are and pelvis-aligned (``_aligned``: both bodies moved so that their pelvis joints meet, the
+    root-aligned error of body-fitting benchmarks); each also as a fraction of ``height``."""
+    dv = (out.vertices[0] - truth.vertices[0]).detach()
+    dj = (out.joints[0, :joints] - truth.joints[0, :joints]).detach()
+    root = dj[0]
+    err = {}
+    for suffix, shift in (("", 0.0), ("_aligned", root)):
+        v, j = (dv - shift).norm(dim=-1), (dj - shift).norm(dim=-1)
+        err |= {
+            f"vertex_err{suffix}": v.mean(),
+            f"hand_vertex_err{suffix}": v[hand_v].mean(),
+            f"joint_err{suffix}": j.mean(),
+            f"hand_joint_err{suffix}": j[hand_j].mean(),
+        }
     return {k: float(v) for k, v in err.items()} | {f"{k}_frac": float(v) / height for k, v in err.items()}
 
 
@@ -415,23 +422,20 @@ class FitSmpl(Experiment):
         metrics: dict[str, Any] = {"body_type": self.body_type, "steps": self.steps, "device": str(ctx.device)}
         with torch.no_grad():
             outs = {name: fit() for name, fit in self.fits.items()}
-            for name, out in outs.items():
+            for name, fit in self.fits.items():
                 suffix = "" if name == "soft" else "_hard"
-                fit = self.fits[name]
                 every = [
                     {k: v[i].detach().cpu().tolist() for k, v in fit.params.items()} for i in range(fit.num_hypotheses)
                 ]
                 metrics[f"params{suffix}"] = every[fit.best]
-                metrics[f"hypothesis{suffix}"] = {
-                    "chosen": fit.best,
-                    "final_losses": fit.last_loss.cpu().tolist(),
-                    "params": every,
-                }
-                if self.truth is not None:
-                    errors = _errors(
-                        out, self.truth, self.hand_vertices, self.num_joints, self.hand_joints, self.height
-                    )
-                    metrics |= {f"{k}{suffix}": v for k, v in errors.items()}
+                hypotheses = {"chosen": fit.best, "final_losses": fit.last_loss.cpu().tolist(), "params": every}
+                if self.truth is not None:  # every hypothesis' errors: how far apart equally good fits lie
+                    hypotheses["errors"] = [
+                        _errors(fit(k), self.truth, self.hand_vertices, self.num_joints, self.hand_joints, self.height)
+                        for k in range(fit.num_hypotheses)
+                    ]
+                    metrics |= {f"{k}{suffix}": v for k, v in hypotheses["errors"][fit.best].items()}
+                metrics[f"hypothesis{suffix}"] = hypotheses
         if self.truth is not None:
             truth = {k: v.detach().cpu().reshape(-1).tolist() for k, v in self.truth_params.items()}
             metrics |= {"hand_hidden_fraction": self.hidden, "body_height": self.height, "truth": truth}
