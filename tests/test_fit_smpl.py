@@ -121,6 +121,51 @@ def test_pelvis_aligned_errors_ignore_a_shift_of_the_whole_body():
     assert err["hand_vertex_err_aligned"] == pytest.approx(err["hand_vertex_err"], rel=1e-5)
 
 
+def _rotvec_matrix(r: np.ndarray) -> np.ndarray:  # Rodrigues
+    angle = np.linalg.norm(r)
+    if angle < 1e-12:
+        return np.eye(3)
+    k = r / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def _matrix_rotvec(R: np.ndarray) -> np.ndarray:  # the log map, for angles below 180 degrees
+    angle = np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))
+    if angle < 1e-12:
+        return np.zeros(3)
+    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * np.sin(angle))
+    return w * angle
+
+
+def test_truth_sensitivity_turns_each_joint_and_measures_the_hand_and_the_loss(tmp_path):
+    run = tmp_path / "run"
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "sensitivity_deg=15",
+            "sensitivity_joints=[r_elbow]", f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    m = metrics(run)
+    sens = m["truth_sensitivity"]
+    # the truth rendered hard is the target itself
+    assert sens["truth_loss"]["hard"] == pytest.approx(0.0, abs=1e-6)
+    assert sens["truth_loss"]["soft"] > 0  # the soft silhouette's sub-pixel tail
+    turns = sens["turns"]
+    assert [(t["axis"], t["degrees"]) for t in turns] == [(a, d) for a in "xyz" for d in (-15.0, 15.0)]
+    model = load_body_model(None, use_pca=False)
+    hand = part_of_vertices(model.lbs_weights, (21, 23))
+    truth = body_vertices(model, m["truth"])
+    for t in turns:
+        # the elbow's rotation turned by the stated angle about the stated axis of its parent's frame
+        pose = np.array(m["truth"]["body_pose"]).reshape(-1, 3)
+        axis = np.eye(3)["xyz".index(t["axis"])]
+        turned = _rotvec_matrix(np.radians(t["degrees"]) * axis) @ _rotvec_matrix(pose[18])
+        pose[18] = _matrix_rotvec(turned)
+        moved = body_vertices(model, {**m["truth"], "body_pose": pose.reshape(-1).tolist()})
+        expected = float((moved - truth)[hand].norm(dim=-1).mean()) / m["body_height"]
+        assert t["hand_moved_frac"] == pytest.approx(expected, rel=1e-3)
+        assert t["hand_moved_frac"] > 0.005  # a 15-degree turn of the elbow moves the hand
+    assert m["image_loss"]["hard"] > 0 and "image_loss_hard" not in m
+
+
 def test_a_short_fit_converges_toward_the_target(tmp_path):
     # the right arm 45 degrees down (visible), a 48x48 image, 40 steps from sigma 1e-2
     run = tmp_path / "run"
@@ -318,6 +363,8 @@ def test_a_user_image_with_a_pinhole_camera_runs(tmp_path):
         ("restarts=0", "restarts: expected an integer >= 1, got 0"),
         ("restart_std_deg=-5", "restart_std_deg: expected a number >= 0, got -5"),
         ("pose_after=1.5", "pose_after: expected a fraction of the steps in [0, 1), got 1.5"),
+        ("sensitivity_deg=-1", "sensitivity_deg: expected degrees in [0, 180], got -1"),
+        ("sensitivity_joints=[nose]", "sensitivity_joints: expected names of body joints (l_hip, "),
     ],
 )
 def test_bad_fit_settings(tmp_path, capsys, override, expected):

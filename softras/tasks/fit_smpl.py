@@ -20,8 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..body import NUM_JOINTS, body_height, face_part_colors, load_body_model, part_of_vertices
-from ..body.fitting import BodyCamera, body_pose_from_euler, hidden_fraction, render_body, right_hand_joints
+from ..body import NUM_JOINTS, SMPL_JOINT_NAMES, body_height, face_part_colors, load_body_model, part_of_vertices
+from ..body.fitting import (
+    BodyCamera,
+    body_pose_from_euler,
+    hidden_fraction,
+    render_body,
+    right_hand_joints,
+)
 from ..engine import (
     BaseConfig,
     CameraConfig,
@@ -38,6 +44,7 @@ from ..engine import (
     raster_settings,
 )
 from ..functional.losses import iou_loss
+from ..functional.rotations import euler_to_matrix, matrix_to_rotvec, rotvec_to_matrix
 from ..images import read_image, read_mask, resize_image
 from ..io import save_obj
 from ..schedules import BlurSchedule
@@ -104,6 +111,8 @@ class FitSmplConfig(BaseConfig):
     restart_std_deg: float = 20.0  # std of the random joint rotations the hypotheses after the first start from
     views: list[float] = field(default_factory=list)
     show_azimuths: list[float] = field(default_factory=lambda: [90.0, 270.0])
+    sensitivity_deg: float = 10.0  # the true pose's joints below turned by +-this much about each axis (0: off)
+    sensitivity_joints: list[str] = field(default_factory=lambda: ["r_shoulder", "r_elbow"])
     body: BodyConfig = field(default_factory=BodyConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -260,6 +269,16 @@ class FitSmpl(Experiment):
         self.hand_faces = self.hand_vertices[self.faces].any(dim=1)
         self.hand_joints, self.num_joints = list(hand), NUM_JOINTS[self.body_type]
         num_pose = self.body.body_pose.shape[1]
+        self.sensitivity_deg = float(cfg.sensitivity_deg)
+        self.sensitivity_joints = [str(j) for j in cfg.sensitivity_joints]
+        if not 0 <= self.sensitivity_deg <= 180:
+            raise ValueError(f"sensitivity_deg: expected degrees in [0, 180], got {cfg.sensitivity_deg}")
+        body_joints = SMPL_JOINT_NAMES[1 : num_pose // 3 + 1]
+        for joint in self.sensitivity_joints:
+            if joint not in body_joints:
+                raise ValueError(
+                    f"sensitivity_joints: expected names of body joints ({', '.join(body_joints)}), got {joint!r}"
+                )
 
         H, W_ = self.settings.image_size
         c = cfg.camera
@@ -340,6 +359,57 @@ class FitSmpl(Experiment):
             return_fragments,
         )  # fmt: skip
 
+    def _image_terms(self, vertices: torch.Tensor, settings) -> dict[str, torch.Tensor]:
+        """The loss terms that compare a rendering with the target (unweighted)."""
+        rgba = self.render(vertices, settings)
+        return {
+            "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
+            "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
+        }
+
+    def _image_loss(self, vertices: torch.Tensor) -> dict[str, float]:
+        """The weighted image terms at the schedule's last sigma and gamma, soft and hard."""
+        sigma, gamma = self.blur.final
+        out = {}
+        for name, settings in (
+            ("soft", dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)),
+            ("hard", self._hard_settings(sigma, gamma)),
+        ):
+            terms = self._image_terms(vertices, settings)
+            out[name] = float(sum(self.w[n] * v for n, v in terms.items()))
+        return out
+
+    def sensitivity(self, degrees: float, joints: list[str]) -> dict[str, Any]:
+        """What the image tells about the hidden hand: each of ``joints`` of the true body turned
+        by +-``degrees`` about each axis of its parent's frame, one at a time; for each, how far
+        the hand's vertices move (fraction of the height) and the image loss it gives (at the last
+        sigma and gamma, soft and hard), beside the true body's own image loss."""
+        rows = []
+        for joint in joints:
+            index = SMPL_JOINT_NAMES.index(joint) - 1
+            for axis in range(3):
+                for sign in (-1, 1):
+                    params = {k: v.clone() for k, v in self.truth_params.items()}
+                    pose = params["body_pose"].reshape(-1, 3)
+                    turn = euler_to_matrix([sign * degrees if a == axis else 0.0 for a in range(3)])
+                    R = turn.to(pose) @ rotvec_to_matrix(pose[index])
+                    pose[index] = matrix_to_rotvec(R)
+                    params["body_pose"] = pose.reshape(1, -1)
+                    out = self.body(**params)
+                    moved = (out.vertices[0] - self.truth.vertices[0])[self.hand_vertices].norm(dim=-1).mean()
+                    loss = self._image_loss(out.vertices[0])
+                    rows.append(
+                        {
+                            "joint": joint,
+                            "axis": "xyz"[axis],
+                            "degrees": sign * degrees,
+                            "hand_moved_frac": float(moved) / self.height,
+                            "loss_soft": loss["soft"],
+                            "loss_hard": loss["hard"],
+                        }
+                    )
+        return {"degrees": degrees, "truth_loss": self._image_loss(self.truth.vertices[0]), "turns": rows}
+
     def step(self, step: int) -> dict[str, float]:
         sigma, gamma = self.blur(step, self.steps)
         factor = self.lr_schedule(step, self.steps)
@@ -351,10 +421,8 @@ class FitSmpl(Experiment):
             losses, hypotheses = [], []
             for k in range(fit.num_hypotheses):  # independent: the sum's gradient is each one's own
                 out = fit(k)
-                rgba = self.render(out.vertices[0], settings)
                 terms = {
-                    "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
-                    "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
+                    **self._image_terms(out.vertices[0], settings),
                     "pose_prior": (fit.params["body_pose"][k] ** 2).mean(),
                     "betas_prior": (fit.params["betas"][k] ** 2).mean(),
                 }
@@ -436,6 +504,9 @@ class FitSmpl(Experiment):
                     ]
                     metrics |= {f"{k}{suffix}": v for k, v in hypotheses["errors"][fit.best].items()}
                 metrics[f"hypothesis{suffix}"] = hypotheses
+                metrics[f"image_loss{suffix}"] = self._image_loss(fit().vertices[0])
+            if self.truth is not None and self.sensitivity_deg > 0:
+                metrics["truth_sensitivity"] = self.sensitivity(self.sensitivity_deg, self.sensitivity_joints)
         if self.truth is not None:
             truth = {k: v.detach().cpu().reshape(-1).tolist() for k, v in self.truth_params.items()}
             metrics |= {"hand_hidden_fraction": self.hidden, "body_height": self.height, "truth": truth}
