@@ -180,7 +180,8 @@ def load_user_target(t: Any, size: tuple[int, int]) -> tuple[torch.Tensor, np.nd
 class BodyFit(torch.nn.Module):
     """The fitted parameters of one body, as ``K`` hypotheses fitted side by side (row 0 from the
     rest pose, the others from the rest pose plus random joint rotations), and their optimizer.
-    ``best`` is the hypothesis with the lowest loss at the last step (no ground truth involved)."""
+    ``best`` is the hypothesis with the lowest loss; at the end, that of its final parameters (no
+    ground truth involved)."""
 
     def __init__(
         self, body: torch.nn.Module, num_pose: int, num_betas: int, cfg: Any, device: torch.device, generator=None
@@ -410,22 +411,30 @@ class FitSmpl(Experiment):
                     )
         return {"degrees": degrees, "truth_loss": self._image_loss(self.truth.vertices[0]), "turns": rows}
 
+    def _settings(self, name: str, step: int):
+        sigma, gamma = self.blur(step, self.steps)
+        if name == "hard":
+            return self._hard_settings(sigma, gamma)
+        return dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)
+
+    def _terms(self, fit: BodyFit, k: int, settings) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Hypothesis ``k``'s body and its loss terms (unweighted)."""
+        out = fit(k)
+        return out, {
+            **self._image_terms(out.vertices[0], settings),
+            "pose_prior": (fit.params["body_pose"][k] ** 2).mean(),
+            "betas_prior": (fit.params["betas"][k] ** 2).mean(),
+        }
+
     def step(self, step: int) -> dict[str, float]:
         sigma, gamma = self.blur(step, self.steps)
         factor = self.lr_schedule(step, self.steps)
         scalars = {"sigma": sigma, "gamma": gamma, "lr": self.base_lr[0] * factor}
         for name, fit in self.fits.items():
-            settings = dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)
-            if name == "hard":
-                settings = self._hard_settings(sigma, gamma)
+            settings = self._settings(name, step)
             losses, hypotheses = [], []
             for k in range(fit.num_hypotheses):  # independent: the sum's gradient is each one's own
-                out = fit(k)
-                terms = {
-                    **self._image_terms(out.vertices[0], settings),
-                    "pose_prior": (fit.params["body_pose"][k] ** 2).mean(),
-                    "betas_prior": (fit.params["betas"][k] ** 2).mean(),
-                }
+                out, terms = self._terms(fit, k, settings)
                 losses.append(sum(self.w[n] * v for n, v in terms.items()))
                 hypotheses.append((out, terms))
             stacked = torch.stack(losses)
@@ -489,6 +498,12 @@ class FitSmpl(Experiment):
     def finish(self, ctx: RunContext, completed: int) -> dict[str, Any]:
         metrics: dict[str, Any] = {"body_type": self.body_type, "steps": self.steps, "device": str(ctx.device)}
         with torch.no_grad():
+            if completed > 0:  # the losses of the parameters returned (each step's loss comes before its update)
+                for name, fit in self.fits.items():
+                    settings = self._settings(name, completed - 1)
+                    for k in range(fit.num_hypotheses):
+                        terms = self._terms(fit, k, settings)[1]
+                        fit.last_loss[k] = sum(self.w[n] * v for n, v in terms.items())
             outs = {name: fit() for name, fit in self.fits.items()}
             for name, fit in self.fits.items():
                 suffix = "" if name == "soft" else "_hard"
