@@ -21,13 +21,7 @@ import numpy as np
 import torch
 
 from ..body import NUM_JOINTS, SMPL_JOINT_NAMES, body_height, face_part_colors, load_body_model, part_of_vertices
-from ..body.fitting import (
-    BodyCamera,
-    body_pose_from_euler,
-    hidden_fraction,
-    render_body,
-    right_hand_joints,
-)
+from ..body.fitting import BodyCamera, body_pose_from_euler, hidden_fraction, render_body, right_hand_joints
 from ..engine import (
     BaseConfig,
     CameraConfig,
@@ -368,17 +362,15 @@ class FitSmpl(Experiment):
             "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
         }
 
+    def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.w[n] * v for n, v in terms.items())
+
     def _image_loss(self, vertices: torch.Tensor) -> dict[str, float]:
         """The weighted image terms at the schedule's last sigma and gamma, soft and hard."""
-        sigma, gamma = self.blur.final
-        out = {}
-        for name, settings in (
-            ("soft", dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)),
-            ("hard", self._hard_settings(sigma, gamma)),
-        ):
-            terms = self._image_terms(vertices, settings)
-            out[name] = float(sum(self.w[n] * v for n, v in terms.items()))
-        return out
+        return {
+            name: float(self._weighted(self._image_terms(vertices, self._settings(name, *self.blur.final))))
+            for name in ("soft", "hard")
+        }
 
     def sensitivity(self, degrees: float, joints: list[str]) -> dict[str, Any]:
         """What the image tells about the hidden hand: each of ``joints`` of the true body turned
@@ -411,8 +403,8 @@ class FitSmpl(Experiment):
                     )
         return {"degrees": degrees, "truth_loss": self._image_loss(self.truth.vertices[0]), "turns": rows}
 
-    def _settings(self, name: str, step: int):
-        sigma, gamma = self.blur(step, self.steps)
+    def _settings(self, name: str, sigma: float, gamma: float):
+        """The raster settings of fit ``name`` (soft or hard) at ``sigma`` and ``gamma``."""
         if name == "hard":
             return self._hard_settings(sigma, gamma)
         return dataclasses.replace(self.settings, sigma_val=sigma, gamma_val=gamma)
@@ -431,11 +423,11 @@ class FitSmpl(Experiment):
         factor = self.lr_schedule(step, self.steps)
         scalars = {"sigma": sigma, "gamma": gamma, "lr": self.base_lr[0] * factor}
         for name, fit in self.fits.items():
-            settings = self._settings(name, step)
+            settings = self._settings(name, sigma, gamma)
             losses, hypotheses = [], []
             for k in range(fit.num_hypotheses):  # independent: the sum's gradient is each one's own
                 out, terms = self._terms(fit, k, settings)
-                losses.append(sum(self.w[n] * v for n, v in terms.items()))
+                losses.append(self._weighted(terms))
                 hypotheses.append((out, terms))
             stacked = torch.stack(losses)
             loss = stacked.sum()
@@ -500,10 +492,9 @@ class FitSmpl(Experiment):
         with torch.no_grad():
             if completed > 0:  # the losses of the parameters returned (each step's loss comes before its update)
                 for name, fit in self.fits.items():
-                    settings = self._settings(name, completed - 1)
+                    settings = self._settings(name, *self.blur(completed - 1, self.steps))
                     for k in range(fit.num_hypotheses):
-                        terms = self._terms(fit, k, settings)[1]
-                        fit.last_loss[k] = sum(self.w[n] * v for n, v in terms.items())
+                        fit.last_loss[k] = self._weighted(self._terms(fit, k, settings)[1])
             outs = {name: fit() for name, fit in self.fits.items()}
             for name, fit in self.fits.items():
                 suffix = "" if name == "soft" else "_hard"
@@ -519,7 +510,7 @@ class FitSmpl(Experiment):
                     ]
                     metrics |= {f"{k}{suffix}": v for k, v in hypotheses["errors"][fit.best].items()}
                 metrics[f"hypothesis{suffix}"] = hypotheses
-                metrics[f"image_loss{suffix}"] = self._image_loss(fit().vertices[0])
+                metrics[f"image_loss{suffix}"] = self._image_loss(outs[name].vertices[0])
             if self.truth is not None and self.sensitivity_deg > 0:
                 metrics["truth_sensitivity"] = self.sensitivity(self.sensitivity_deg, self.sensitivity_joints)
         if self.truth is not None:
