@@ -14,11 +14,13 @@ import pickle
 import shutil
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing import event_accumulator
 
 from softras import cli
@@ -189,6 +191,25 @@ def test_a_short_fit_converges_toward_the_target(tmp_path):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"sigma", "gamma", "loss_soft/silhouette", "loss_soft/rgb", "loss_soft/pose_prior"} <= tags
+
+
+@pytest.mark.parametrize("rgb_error", ["l1", "l2"])
+def test_the_rgb_term_is_the_mean_absolute_or_squared_difference(tmp_path, rgb_error):
+    run = tmp_path / "run"
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "sensitivity_deg=0",
+            f"loss.rgb_error={rgb_error}", "loss.rgb=3", f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    cfg = OmegaConf.load(run / "config.yaml")
+    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
+    # step 0 renders hypothesis 0, the rest pose, at the first sigma and gamma
+    rest = body_vertices(task.body, {k: [0.0] * len(v) for k, v in metrics(run)["truth"].items()})
+    settings = task._settings("soft", *task.blur(0, 1))
+    diff = (task.render(rest, settings)[0, :3] - task.target[0, :3]).double()
+    expected = diff.abs().mean() if rgb_error == "l1" else diff.pow(2).mean()
+    assert scalars(run, "loss_soft/rgb")[0][1] == pytest.approx(float(expected), rel=1e-4)
+    # the weighted total: 1 - soft IoU + 3 x that + the priors (zero at the rest pose)
+    total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * float(expected)
+    assert scalars(run, "loss_soft/total")[0][1] == pytest.approx(total, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -365,6 +386,7 @@ def test_a_user_image_with_a_pinhole_camera_runs(tmp_path):
         ("pose_after=1.5", "pose_after: expected a fraction of the steps in [0, 1), got 1.5"),
         ("sensitivity_deg=-1", "sensitivity_deg: expected degrees in [0, 180], got -1"),
         ("sensitivity_joints=[nose]", "sensitivity_joints: expected names of body joints (l_hip, "),
+        ("loss.rgb_error=l3", "loss.rgb_error: expected l1 or l2, got 'l3'"),
     ],
 )
 def test_bad_fit_settings(tmp_path, capsys, override, expected):

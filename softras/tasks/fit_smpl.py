@@ -4,7 +4,7 @@ is entirely hidden behind the torso (the paper's non-rigid demo; docs section 6)
 The target is the body in a ground-truth pose and shape (``target.pose``, plus per-seed random
 offsets), coloured per part and rendered hard; or a user's image, mask and camera. From the
 rest pose, global orientation, translation, body pose and betas are fitted with
-1 - soft IoU of the silhouette + the RGB error + L2 priors on pose and betas, while sigma and
+1 - soft IoU of the silhouette + the mean absolute RGB error + L2 priors on pose and betas, while sigma and
 gamma go from blurry to sharp. The same losses and schedule with the hard rasterizer, whose
 gradients stop at the visible surface, run beside it as the baseline (``compare_hard``).
 """
@@ -74,6 +74,7 @@ class TargetConfig:
 class LossConfig:
     silhouette: float = 1.0
     rgb: float = 1.0
+    rgb_error: str = "l1"  # l1: mean absolute RGB difference; l2: mean squared
     pose_prior: float = 1e-2
     betas_prior: float = 1e-3
 
@@ -246,7 +247,10 @@ class FitSmpl(Experiment):
             raise ValueError(f"restarts: expected an integer >= 1, got {cfg.restarts!r}")
         if not float(cfg.restart_std_deg) >= 0:
             raise ValueError(f"restart_std_deg: expected a number >= 0, got {cfg.restart_std_deg}")
-        self.w = dict(cfg.loss)
+        self.w = {k: float(v) for k, v in cfg.loss.items() if k != "rgb_error"}
+        self.rgb_error = str(cfg.loss.rgb_error)
+        if self.rgb_error not in ("l1", "l2"):
+            raise ValueError(f"loss.rgb_error: expected l1 or l2, got {cfg.loss.rgb_error!r}")
         self.light = (float(cfg.light.ambient), float(cfg.light.directional), list(cfg.light.direction))
 
         b = cfg.body
@@ -357,9 +361,10 @@ class FitSmpl(Experiment):
     def _image_terms(self, vertices: torch.Tensor, settings) -> dict[str, torch.Tensor]:
         """The loss terms that compare a rendering with the target (unweighted)."""
         rgba = self.render(vertices, settings)
+        diff = rgba[:, :3] - self.target[:, :3]
         return {
             "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
-            "rgb": ((rgba[:, :3] - self.target[:, :3]) ** 2).mean(),
+            "rgb": diff.abs().mean() if self.rgb_error == "l1" else (diff**2).mean(),
         }
 
     def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
