@@ -242,8 +242,9 @@ def _composition_error(sub: str, err: BaseException) -> str:
 def _check_overrides(sub: str, args: list[str], multirun: bool = False, origins: dict[str, str] | None = None) -> None:
     """Composes the config once up front so that a bad override, a wrong type or an unknown
     key is one line naming the key (for a sweep: the first job's config). Unknown keys are
-    errors with or without Hydra's ``+``: only a config group may be added."""
-    from omegaconf import OmegaConf
+    errors with or without Hydra's ``+``: only a config group, or a new key of a mapping (a
+    ``dict`` in the schema, such as ``loss.pose_prior_joints``) may be added."""
+    from omegaconf import DictConfig, OmegaConf
 
     from .config import compose
 
@@ -258,6 +259,9 @@ def _check_overrides(sub: str, args: list[str], multirun: bool = False, origins:
         if added:
             base = compose(sub, [a for a in overrides if not a.startswith("+")])
             for arg in added:
+                parent = OmegaConf.select(base, _key(arg).rpartition(".")[0], default=None)
+                if isinstance(parent, DictConfig) and OmegaConf.get_type(parent) is dict:
+                    continue  # a new key of a mapping (e.g. loss.pose_prior_joints), typed by its schema
                 if OmegaConf.select(base, _key(arg), default=_ABSENT) is _ABSENT:
                     where = f" (in {origins[_key(arg)]})" if _key(arg) in origins else ""
                     raise UserError(

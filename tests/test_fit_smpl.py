@@ -197,7 +197,8 @@ def test_a_short_fit_converges_toward_the_target(tmp_path):
 def test_the_rgb_term_is_the_mean_absolute_or_squared_difference(tmp_path, rgb_error):
     run = tmp_path / "run"
     args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "sensitivity_deg=0",
-            f"loss.rgb_error={rgb_error}", "loss.rgb=3", f"hydra.run.dir={run}"]  # fmt: skip
+            f"loss.rgb_error={rgb_error}", "loss.rgb_average=pixels", "loss.rgb=3",
+            f"hydra.run.dir={run}"]  # fmt: skip
     assert cli.main(args) == 0
     cfg = OmegaConf.load(run / "config.yaml")
     task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
@@ -210,6 +211,62 @@ def test_the_rgb_term_is_the_mean_absolute_or_squared_difference(tmp_path, rgb_e
     # the weighted total: 1 - soft IoU + 3 x that + the priors (zero at the rest pose)
     total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * float(expected)
     assert scalars(run, "loss_soft/total")[0][1] == pytest.approx(total, rel=1e-4)
+
+
+def test_the_part_averaged_rgb_term_counts_every_part_alike(tmp_path):
+    # loss.rgb_average=parts: for each body part, the mean absolute RGB error over the pixels
+    # where the target or the fit shows it; then the mean over the parts seen in either
+    run = tmp_path / "run"
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "sensitivity_deg=0",
+            "loss.rgb_average=parts", "loss.rgb=3", f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    m = metrics(run)
+    cfg = OmegaConf.load(run / "config.yaml")
+    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
+    weights, faces = task.body.lbs_weights, task.body.faces_tensor.long()
+    part = torch.tensor([int(np.argmax(weights[f].sum(0).numpy())) for f in faces])  # face -> joint
+    truth = body_vertices(task.body, m["truth"])
+    rest = body_vertices(task.body, {k: [0.0] * len(v) for k, v in m["truth"].items()})
+    target, target_frags = task.render(truth, task._hard_settings(*task.blur.final), return_fragments=True)
+    rgba, frags = task.render(rest, task._settings("soft", *task.blur(0, 1)), return_fragments=True)
+    error = (rgba[0, :3] - target[0, :3]).abs().mean(0).double()
+    labels = [torch.where(f.face_index[0] >= 0, part[f.face_index[0].clamp(min=0)], -1) for f in (target_frags, frags)]
+    means = []
+    for p in range(weights.shape[1]):
+        where = (labels[0] == p) | (labels[1] == p)
+        if where.any():
+            means.append(float(error[where].mean()))
+    assert 10 <= len(means) <= weights.shape[1]  # most of the 24 parts are seen
+    expected = sum(means) / len(means)
+    assert expected > 2 * float(error.mean())  # the body's pixels are a fraction of the image
+    assert scalars(run, "loss_soft/rgb")[0][1] == pytest.approx(expected, rel=1e-4)
+    total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * expected
+    assert scalars(run, "loss_soft/total")[0][1] == pytest.approx(total, rel=1e-4)
+
+
+def test_the_pose_prior_weighs_each_joint_by_its_multiplier(tmp_path):
+    # loss.pose_prior_joints: joint name -> multiplier; the keys of the default file are set, one
+    # more is added with '+'; every other joint counts once
+    run = tmp_path / "run"
+    multipliers = {"l_wrist": 2.0, "r_wrist": 50.0, "l_hand": 3.0, "r_hand": 0.0, "spine1": 7.0}
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "sensitivity_deg=0",
+            *(f"loss.pose_prior_joints.{k}={v}" for k, v in multipliers.items() if k != "spine1"),
+            "+loss.pose_prior_joints.spine1=7", "loss.pose_prior=0.5", f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    cfg = OmegaConf.load(run / "config.yaml")
+    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
+    fit = task.fits["soft"]
+    pose = torch.randn(69, generator=torch.Generator().manual_seed(3)) * 0.4
+    with torch.no_grad():
+        fit.params["body_pose"][0] = pose
+    _, terms = task._terms(fit, 0, task._settings("soft", *task.blur.final))
+    names = ["l_hip", "r_hip", "spine1", "l_knee", "r_knee", "spine2", "l_ankle", "r_ankle", "spine3", "l_foot",
+             "r_foot", "neck", "l_collar", "r_collar", "head", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
+             "l_wrist", "r_wrist", "l_hand", "r_hand"]  # fmt: skip
+    expected = sum(multipliers.get(n, 1.0) * float((pose[3 * j : 3 * j + 3] ** 2).sum()) for j, n in enumerate(names))
+    prior = terms["pose_prior"].detach()
+    assert float(prior) == pytest.approx(expected / 69, rel=1e-5)
+    assert float(task._weighted({"pose_prior": prior})) == pytest.approx(0.5 * expected / 69, rel=1e-5)
 
 
 @pytest.mark.slow
@@ -387,6 +444,9 @@ def test_a_user_image_with_a_pinhole_camera_runs(tmp_path):
         ("sensitivity_deg=-1", "sensitivity_deg: expected degrees in [0, 180], got -1"),
         ("sensitivity_joints=[nose]", "sensitivity_joints: expected names of body joints (l_hip, "),
         ("loss.rgb_error=l3", "loss.rgb_error: expected l1 or l2, got 'l3'"),
+        ("loss.rgb_average=faces", "loss.rgb_average: expected pixels or parts, got 'faces'"),
+        ("+loss.pose_prior_joints.nose=5", "loss.pose_prior_joints: expected names of body joints (l_hip, "),
+        ("loss.pose_prior_joints.r_wrist=-1", "loss.pose_prior_joints.r_wrist: expected a multiplier >= 0, got -1"),
     ],
 )
 def test_bad_fit_settings(tmp_path, capsys, override, expected):

@@ -9,6 +9,7 @@ from .model import BODY_TYPES, GENDERS, NUM_JOINTS, find_model_file, load_body_m
 from .parts import (
     body_height,
     face_part_colors,
+    face_parts,
     face_textures_from_vertex_colors,
     joint_palette,
     part_of_vertices,
@@ -25,6 +26,7 @@ __all__ = [
     "BodyModelUnpickler",
     "body_height",
     "face_part_colors",
+    "face_parts",
     "face_textures_from_vertex_colors",
     "find_model_file",
     "joint_palette",

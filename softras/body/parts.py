@@ -9,6 +9,7 @@ import torch
 __all__ = [
     "body_height",
     "face_part_colors",
+    "face_parts",
     "face_textures_from_vertex_colors",
     "joint_palette",
     "part_of_vertices",
@@ -77,11 +78,20 @@ def face_part_colors(
 ) -> torch.Tensor:
     """Each face gets the colour of the joint with the largest weight summed over its corners. -> [F, 3]"""
     weights = _weights(weights)
-    faces = torch.as_tensor(faces).long()
+    palette = joint_palette(weights.shape[1]) if palette is None else torch.as_tensor(palette)
+    return palette.to(weights.device)[face_parts(weights, faces)]
+
+
+def face_parts(
+    weights: torch.Tensor,  # [V, J]
+    faces: torch.Tensor,  # [F, 3]
+) -> torch.Tensor:
+    """Each face's part: the joint with the largest weight summed over its corners. -> long [F]"""
+    weights = _weights(weights)
+    faces = torch.as_tensor(faces, device=weights.device).long()
     if faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces: expected shape [F, 3], got {list(faces.shape)}")
-    palette = joint_palette(weights.shape[1]) if palette is None else torch.as_tensor(palette)
-    return palette.to(weights.device)[weights[faces].sum(dim=1).argmax(dim=1)]
+    return weights[faces].sum(dim=1).argmax(dim=1)
 
 
 def face_textures_from_vertex_colors(

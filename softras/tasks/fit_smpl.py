@@ -4,8 +4,9 @@ is entirely hidden behind the torso (the paper's non-rigid demo; docs section 6)
 The target is the body in a ground-truth pose and shape (``target.pose``, plus per-seed random
 offsets), coloured per part and rendered hard; or a user's image, mask and camera. From the
 rest pose, global orientation, translation, body pose and betas are fitted with
-1 - soft IoU of the silhouette + the mean absolute RGB error + L2 priors on pose and betas, while sigma and
-gamma go from blurry to sharp. The same losses and schedule with the hard rasterizer, whose
+1 - soft IoU of the silhouette + the mean absolute RGB error (averaged per body part, so that a
+hand counts as much as the torso) + L2 priors on pose (stronger on the wrists and hands) and
+betas, while sigma and gamma go from blurry to sharp. The same losses and schedule with the hard rasterizer, whose
 gradients stop at the visible surface, run beside it as the baseline (``compare_hard``).
 """
 
@@ -20,7 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..body import NUM_JOINTS, SMPL_JOINT_NAMES, body_height, face_part_colors, load_body_model, part_of_vertices
+from ..body import (
+    NUM_JOINTS,
+    SMPL_JOINT_NAMES,
+    body_height,
+    face_part_colors,
+    face_parts,
+    load_body_model,
+    part_of_vertices,
+)
 from ..body.fitting import BodyCamera, body_pose_from_euler, hidden_fraction, render_body, right_hand_joints
 from ..engine import (
     BaseConfig,
@@ -75,7 +84,9 @@ class LossConfig:
     silhouette: float = 1.0
     rgb: float = 1.0
     rgb_error: str = "l1"  # l1: mean absolute RGB difference; l2: mean squared
+    rgb_average: str = "parts"  # parts: over the body parts, each part's own mean; pixels: over the image
     pose_prior: float = 1e-2
+    pose_prior_joints: dict[str, float] = field(default_factory=dict)  # joint name -> multiplier of pose_prior
     betas_prior: float = 1e-3
 
 
@@ -247,10 +258,14 @@ class FitSmpl(Experiment):
             raise ValueError(f"restarts: expected an integer >= 1, got {cfg.restarts!r}")
         if not float(cfg.restart_std_deg) >= 0:
             raise ValueError(f"restart_std_deg: expected a number >= 0, got {cfg.restart_std_deg}")
-        self.w = {k: float(v) for k, v in cfg.loss.items() if k != "rgb_error"}
+        settings = ("rgb_error", "rgb_average", "pose_prior_joints")  # the rest of loss.* are weights
+        self.w = {k: float(v) for k, v in cfg.loss.items() if k not in settings}
         self.rgb_error = str(cfg.loss.rgb_error)
         if self.rgb_error not in ("l1", "l2"):
             raise ValueError(f"loss.rgb_error: expected l1 or l2, got {cfg.loss.rgb_error!r}")
+        self.rgb_average = str(cfg.loss.rgb_average)
+        if self.rgb_average not in ("pixels", "parts"):
+            raise ValueError(f"loss.rgb_average: expected pixels or parts, got {cfg.loss.rgb_average!r}")
         self.light = (float(cfg.light.ambient), float(cfg.light.directional), list(cfg.light.direction))
 
         b = cfg.body
@@ -263,6 +278,8 @@ class FitSmpl(Experiment):
         self.faces = self.body.faces_tensor.long()
         W = self.body.lbs_weights
         self.colors = face_part_colors(W, self.faces)
+        self.face_part, self.num_parts = face_parts(W, self.faces), int(W.shape[1])
+        self.target_part = None  # [N, H, W]: the part seen at each pixel of the target (-1: none)
         hand = right_hand_joints(self.body_type)
         self.hand_vertices = part_of_vertices(W, hand)
         self.hand_faces = self.hand_vertices[self.faces].any(dim=1)
@@ -273,6 +290,17 @@ class FitSmpl(Experiment):
         if not 0 <= self.sensitivity_deg <= 180:
             raise ValueError(f"sensitivity_deg: expected degrees in [0, 180], got {cfg.sensitivity_deg}")
         body_joints = SMPL_JOINT_NAMES[1 : num_pose // 3 + 1]
+        self.pose_weights = torch.ones(num_pose // 3, 1, device=self.device)  # pose_prior's per joint
+        for joint, scale in cfg.loss.pose_prior_joints.items():
+            if joint not in SMPL_JOINT_NAMES[1:]:
+                raise ValueError(
+                    f"loss.pose_prior_joints: expected names of body joints ({', '.join(SMPL_JOINT_NAMES[1:])}), "
+                    f"got {joint!r}"
+                )
+            if not float(scale) >= 0:
+                raise ValueError(f"loss.pose_prior_joints.{joint}: expected a multiplier >= 0, got {scale}")
+            if joint in body_joints:  # SMPL+H and SMPL-X have l_hand and r_hand in their hand poses instead
+                self.pose_weights[body_joints.index(joint)] = float(scale)
         for joint in self.sensitivity_joints:
             if joint not in body_joints:
                 raise ValueError(
@@ -293,6 +321,9 @@ class FitSmpl(Experiment):
             else:
                 self.camera = BodyCamera.from_angles(cam[0], cam[1], [cam[2]], c.at, c.up)
             self.target = target.to(self.device)
+            if self.rgb_average == "parts":
+                log.warning("fit-smpl: a user's image has no part labels: the RGB error is averaged over the pixels")
+                self.rgb_average = "pixels"
         else:
             if cfg.target.mask is not None or cfg.target.camera is not None:
                 raise ValueError("target.mask, target.camera: they go with a target.image")
@@ -303,6 +334,7 @@ class FitSmpl(Experiment):
                 hard = self._hard_settings(*self.blur.final)
                 self.target, frags = self.render(self.truth.vertices[0], hard, return_fragments=True)
             self.hidden = hidden_fraction(frags.face_index[:1], self.hand_faces)
+            self.target_part = self._pixel_parts(frags.face_index)
             self.height = float(body_height(self.truth.vertices[0]))
             log.info("fit-smpl: %.1f%% of the right hand's faces are hidden in the input view", 100 * self.hidden)
             if self.hidden < 1:
@@ -358,14 +390,24 @@ class FitSmpl(Experiment):
             return_fragments,
         )  # fmt: skip
 
+    def _pixel_parts(self, face_index: torch.Tensor) -> torch.Tensor:
+        """The part of the nearest face at each pixel, -1 where there is none."""
+        return torch.where(face_index >= 0, self.face_part[face_index.clamp(min=0)], -1)
+
     def _image_terms(self, vertices: torch.Tensor, settings) -> dict[str, torch.Tensor]:
         """The loss terms that compare a rendering with the target (unweighted)."""
-        rgba = self.render(vertices, settings)
+        rgba, frags = self.render(vertices, settings, return_fragments=True)
         diff = rgba[:, :3] - self.target[:, :3]
-        return {
-            "silhouette": iou_loss(rgba[:, 3], self.target[:, 3]),
-            "rgb": diff.abs().mean() if self.rgb_error == "l1" else (diff**2).mean(),
-        }
+        error = diff.abs() if self.rgb_error == "l1" else diff**2
+        if self.rgb_average == "pixels":
+            rgb = error.mean()
+        else:  # each part's mean error over the pixels where it is seen in the target or in the fit
+            parts = torch.stack([self.target_part, self._pixel_parts(frags.face_index)]) + 1  # 0: none
+            where = torch.nn.functional.one_hot(parts, self.num_parts + 1)[..., 1:].amax(dim=0)  # [N, H, W, P]
+            area = where.sum(dim=(0, 1, 2))
+            total = torch.einsum("nhwp,nhw->p", where.to(error), error.mean(dim=1))
+            rgb = (total[area > 0] / area[area > 0]).mean()
+        return {"silhouette": iou_loss(rgba[:, 3], self.target[:, 3]), "rgb": rgb}
 
     def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.w[n] * v for n, v in terms.items())
@@ -419,7 +461,7 @@ class FitSmpl(Experiment):
         out = fit(k)
         return out, {
             **self._image_terms(out.vertices[0], settings),
-            "pose_prior": (fit.params["body_pose"][k] ** 2).mean(),
+            "pose_prior": (fit.params["body_pose"][k].reshape(-1, 3) ** 2 * self.pose_weights).mean(),
             "betas_prior": (fit.params["betas"][k] ** 2).mean(),
         }
 
