@@ -6,8 +6,9 @@ offsets), coloured per part and rendered hard; or a user's image, mask and camer
 rest pose, global orientation, translation, body pose and betas are fitted with
 1 - soft IoU of the silhouette + the mean absolute RGB error (averaged per body part, so that a
 hand counts as much as the torso) + L2 priors on pose (stronger on the wrists and hands) and
-betas, while sigma and gamma go from blurry to sharp. The same losses and schedule with the hard rasterizer, whose
-gradients stop at the visible surface, run beside it as the baseline (``compare_hard``).
+betas, while sigma and gamma go from blurry to sharp. The same losses and schedule with the
+hard rasterizer, whose gradients stop at the visible surface, run beside it as the baseline
+(``compare_hard``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class LossConfig:
     rgb_error: str = "l1"  # l1: mean absolute RGB difference; l2: mean squared
     rgb_average: str = "parts"  # parts: over the body parts, each part's own mean; pixels: over the image
     pose_prior: float = 1e-2
-    pose_prior_joints: dict[str, float] = field(default_factory=dict)  # joint name -> multiplier of pose_prior
+    pose_prior_joints: dict[str, float] = field(  # joint name -> multiplier of pose_prior (others 1)
+        default_factory=lambda: {"l_wrist": 100.0, "r_wrist": 100.0, "l_hand": 100.0, "r_hand": 100.0}
+    )
     betas_prior: float = 1e-3
 
 
