@@ -208,8 +208,8 @@ def test_the_rgb_term_is_the_mean_absolute_or_squared_difference(tmp_path, rgb_e
     diff = (task.render(rest, settings)[0, :3] - task.target[0, :3]).double()
     expected = diff.abs().mean() if rgb_error == "l1" else diff.pow(2).mean()
     assert scalars(run, "loss_soft/rgb")[0][1] == pytest.approx(float(expected), rel=1e-4)
-    # the weighted total: 1 - soft IoU + 3 x that + the priors (zero at the rest pose)
-    total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * float(expected)
+    # the weighted total: 1 - soft IoU + 3 x that + the priors (zero at the rest pose) + the known height's term
+    total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * float(expected) + _rest_height_term(task.body, run)
     assert scalars(run, "loss_soft/total")[0][1] == pytest.approx(total, rel=1e-4)
 
 
@@ -240,7 +240,7 @@ def test_the_part_averaged_rgb_term_counts_every_part_alike(tmp_path):
     expected = sum(means) / len(means)
     assert expected > 2 * float(error.mean())  # the body's pixels are a fraction of the image
     assert scalars(run, "loss_soft/rgb")[0][1] == pytest.approx(expected, rel=1e-4)
-    total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * expected
+    total = scalars(run, "loss_soft/silhouette")[0][1] + 3 * expected + _rest_height_term(task.body, run)
     assert scalars(run, "loss_soft/total")[0][1] == pytest.approx(total, rel=1e-4)
 
 
@@ -267,6 +267,58 @@ def test_the_pose_prior_weighs_each_joint_by_its_multiplier(tmp_path):
     prior = terms["pose_prior"].detach()
     assert float(prior) == pytest.approx(expected / 69, rel=1e-5)
     assert float(task._weighted({"pose_prior": prior})) == pytest.approx(0.5 * expected / 69, rel=1e-5)
+
+
+def _standing_height(model, betas) -> float:
+    """The reference: smplx's full forward pass at zero pose, the extent of its vertices along y."""
+    rest = body_vertices(model, {"betas": list(betas), "body_pose": [0.0] * 69, "global_orient": [0.0] * 3})
+    return float(rest[:, 1].max() - rest[:, 1].min())
+
+
+def _rest_height_term(model, run: Path) -> float:
+    """The height term of the rest pose (zero betas) against the truth's standing height."""
+    known = _standing_height(model, metrics(run)["truth"]["betas"])
+    return ((_standing_height(model, [0.0] * 10) - known) / known) ** 2
+
+
+def test_a_known_height_is_the_truths_standing_height_and_its_term_the_squared_relative_error(tmp_path):
+    # target.height=truth (the default): the synthetic truth's height in the rest pose, given to both fits
+    run = tmp_path / "run"
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "sensitivity_deg=0", "loss.height=2.5",
+            f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    m = metrics(run)
+    model = load_body_model(None, use_pca=False)
+    known = _standing_height(model, m["truth"]["betas"])
+    assert m["known_height"] == pytest.approx(known, rel=1e-5)
+    assert m["standing_height"] == pytest.approx(_standing_height(model, m["params"]["betas"]), rel=1e-5)
+    # the rest pose at zero betas: the first step's term
+    zero = _standing_height(model, [0.0] * 10)
+    for name in ("soft", "hard"):
+        assert scalars(run, f"loss_{name}/height")[0][1] == pytest.approx(((zero - known) / known) ** 2, rel=1e-4)
+    cfg = OmegaConf.load(run / "config.yaml")
+    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
+    fit = task.fits["soft"]
+    betas = torch.randn(10, generator=torch.Generator().manual_seed(5)) * 0.8
+    with torch.no_grad():
+        fit.params["betas"][0] = betas
+    _, terms = task._terms(fit, 0, task._settings("soft", *task.blur.final))
+    expected = ((_standing_height(model, betas.tolist()) - known) / known) ** 2
+    assert expected > 1e-4  # the random betas change the height
+    assert float(terms["height"].detach()) == pytest.approx(expected, rel=1e-4)
+    assert float(task._weighted({"height": terms["height"].detach()})) == pytest.approx(2.5 * expected, rel=1e-4)
+
+
+def test_without_a_known_height_there_is_no_height_term(tmp_path):
+    run = tmp_path / "run"
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "sensitivity_deg=0",
+            "target.height=null", f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert metrics(run)["known_height"] is None
+    acc = event_accumulator.EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert "loss_soft/betas_prior" in tags and "loss_soft/height" not in tags
 
 
 @pytest.mark.slow
@@ -433,6 +485,17 @@ def test_a_user_image_with_a_pinhole_camera_runs(tmp_path):
     m = metrics(run)
     assert m["status"] == "completed" and "vertex_err" not in m  # no ground truth to measure against
     assert len(scalars(run, "loss_soft/silhouette")) == 2
+    assert m["known_height"] is None  # target.height=truth: a user's image has no truth
+
+
+def test_a_user_image_with_a_measured_height(tmp_path):
+    run = tmp_path / "run"
+    args = ["fit-smpl", *SMALL, "steps=1", "restarts=1", "compare_hard=false", "target.height=1.9",
+            *_user_files(tmp_path), f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert metrics(run)["known_height"] == 1.9
+    zero = _standing_height(load_body_model(None, use_pca=False), [0.0] * 10)
+    assert scalars(run, "loss_soft/height")[0][1] == pytest.approx(((zero - 1.9) / 1.9) ** 2, rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -447,6 +510,8 @@ def test_a_user_image_with_a_pinhole_camera_runs(tmp_path):
         ("loss.rgb_average=faces", "loss.rgb_average: expected pixels or parts, got 'faces'"),
         ("+loss.pose_prior_joints.nose=5", "loss.pose_prior_joints: expected names of body joints (l_hip, "),
         ("loss.pose_prior_joints.r_wrist=-1", "loss.pose_prior_joints.r_wrist: expected a multiplier >= 0, got -1"),
+        ("target.height=-1.7", "target.height: expected a height > 0 in the model's units, truth or null, got -1.7"),
+        ("target.height=tall", "target.height: expected a height > 0 in the model's units, truth or null, got 'tall'"),
     ],
 )
 def test_bad_fit_settings(tmp_path, capsys, override, expected):

@@ -135,6 +135,16 @@ def render_body(
     return rgba, Fragments(frags.depth, index)
 
 
+def standing_height(body: torch.nn.Module, betas: torch.Tensor) -> torch.Tensor:
+    """The height of the shaped body in its rest pose (SMPL's T-pose, pose-independent): the extent
+    along y of ``v_template`` plus the shape blend shapes of ``betas`` [..., B] -> [...]."""
+    dirs = body.shapedirs
+    if betas.shape[-1] > dirs.shape[-1]:
+        raise ValueError(f"betas: expected at most {dirs.shape[-1]} shape coefficients, got {betas.shape[-1]}")
+    y = body.v_template[:, 1] + torch.einsum("vb,...b->...v", dirs[:, 1, : betas.shape[-1]], betas)
+    return y.amax(dim=-1) - y.amin(dim=-1)
+
+
 def hidden_fraction(
     face_index: torch.Tensor,  # [N, H, W]: nearest face per pixel, -1 for none
     part_faces: torch.Tensor,  # [F] bool: the faces of the part

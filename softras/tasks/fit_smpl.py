@@ -6,7 +6,8 @@ offsets), coloured per part and rendered hard; or a user's image, mask and camer
 rest pose, global orientation, translation, body pose and betas are fitted with
 1 - soft IoU of the silhouette + the mean absolute RGB error (averaged per body part, so that a
 hand counts as much as the torso) + L2 priors on pose (stronger on the wrists and hands) and
-betas, while sigma and gamma go from blurry to sharp. The same losses and schedule with the
+betas + the error of the standing height where it is known (one view cannot tell a smaller body
+from a farther one), while sigma and gamma go from blurry to sharp. The same losses and schedule with the
 hard rasterizer, whose gradients stop at the visible surface, run beside it as the baseline
 (``compare_hard``).
 """
@@ -31,7 +32,14 @@ from ..body import (
     load_body_model,
     part_of_vertices,
 )
-from ..body.fitting import BodyCamera, body_pose_from_euler, hidden_fraction, render_body, right_hand_joints
+from ..body.fitting import (
+    BodyCamera,
+    body_pose_from_euler,
+    hidden_fraction,
+    render_body,
+    right_hand_joints,
+    standing_height,
+)
 from ..engine import (
     BaseConfig,
     CameraConfig,
@@ -78,6 +86,7 @@ class TargetConfig:
     pose: dict[str, Any] = field(default_factory=dict)
     jitter_deg: float = 3.0
     betas_std: float = 0.3
+    height: Any = "truth"  # the subject's standing height if known: a number, "truth" (the synthetic target's), null
 
 
 @dataclass
@@ -91,6 +100,7 @@ class LossConfig:
         default_factory=lambda: {"l_wrist": 100.0, "r_wrist": 100.0, "l_hand": 100.0, "r_hand": 100.0}
     )
     betas_prior: float = 1e-3
+    height: float = 1.0  # squared relative error of the standing height, with a known target.height
 
 
 @dataclass
@@ -310,6 +320,10 @@ class FitSmpl(Experiment):
                     f"sensitivity_joints: expected names of body joints ({', '.join(body_joints)}), got {joint!r}"
                 )
 
+        known = cfg.target.height
+        measured = known is not None and known != "truth"
+        if measured and (isinstance(known, (bool, str)) or not 0 < float(known) < float("inf")):
+            raise ValueError(f"target.height: expected a height > 0 in the model's units, truth or null, got {known!r}")
         H, W_ = self.settings.image_size
         c = cfg.camera
         azimuths = [float(c.azimuth), *[float(a) for a in cfg.views]]
@@ -327,6 +341,9 @@ class FitSmpl(Experiment):
             if self.rgb_average == "parts":
                 log.warning("fit-smpl: a user's image has no part labels: the RGB error is averaged over the pixels")
                 self.rgb_average = "pixels"
+            if known == "truth":
+                log.warning("fit-smpl: a user's image has no true height: unknown (give it as target.height=<height>)")
+                known = None
         else:
             if cfg.target.mask is not None or cfg.target.camera is not None:
                 raise ValueError("target.mask, target.camera: they go with a target.image")
@@ -339,9 +356,18 @@ class FitSmpl(Experiment):
             self.hidden = hidden_fraction(frags.face_index[:1], self.hand_faces)
             self.target_part = self._pixel_parts(frags.face_index)
             self.height = float(body_height(self.truth.vertices[0]))
+            if known == "truth":
+                known = float(standing_height(self.body, self.truth_params["betas"][0]))
             log.info("fit-smpl: %.1f%% of the right hand's faces are hidden in the input view", 100 * self.hidden)
             if self.hidden < 1:
                 log.warning("fit-smpl: the right hand is not entirely hidden in the input view")
+        # One view cannot tell a smaller body from a farther one (the image is unchanged when the
+        # scene is scaled about the camera): a known height fixes the scale, else the betas prior does.
+        self.known_height = None if known is None else float(known)
+        if self.known_height is None:
+            log.info("fit-smpl: the standing height is unknown: the betas prior sets the body's scale and depth")
+        else:
+            log.info("fit-smpl: the standing height is known: %.4f", self.known_height)
         self.show_camera = BodyCamera.from_angles(
             c.distance, c.elevation, [float(c.azimuth), *[float(a) for a in cfg.show_azimuths]], c.at, c.up
         )
@@ -462,11 +488,15 @@ class FitSmpl(Experiment):
     def _terms(self, fit: BodyFit, k: int, settings) -> tuple[Any, dict[str, torch.Tensor]]:
         """Hypothesis ``k``'s body and its loss terms (unweighted)."""
         out = fit(k)
-        return out, {
+        terms = {
             **self._image_terms(out.vertices[0], settings),
             "pose_prior": (fit.params["body_pose"][k].reshape(-1, 3) ** 2 * self.pose_weights).mean(),
             "betas_prior": (fit.params["betas"][k] ** 2).mean(),
         }
+        if self.known_height is not None:
+            height = standing_height(self.body, fit.params["betas"][k])
+            terms["height"] = ((height - self.known_height) / self.known_height) ** 2
+        return out, terms
 
     def step(self, step: int) -> dict[str, float]:
         sigma, gamma = self.blur(step, self.steps)
@@ -539,6 +569,7 @@ class FitSmpl(Experiment):
 
     def finish(self, ctx: RunContext, completed: int) -> dict[str, Any]:
         metrics: dict[str, Any] = {"body_type": self.body_type, "steps": self.steps, "device": str(ctx.device)}
+        metrics["known_height"] = self.known_height
         with torch.no_grad():
             if completed > 0:  # the losses of the parameters returned (each step's loss comes before its update)
                 for name, fit in self.fits.items():
@@ -552,6 +583,7 @@ class FitSmpl(Experiment):
                     {k: v[i].detach().cpu().tolist() for k, v in fit.params.items()} for i in range(fit.num_hypotheses)
                 ]
                 metrics[f"params{suffix}"] = every[fit.best]
+                metrics[f"standing_height{suffix}"] = float(standing_height(self.body, fit.params["betas"][fit.best]))
                 hypotheses = {"chosen": fit.best, "final_losses": fit.last_loss.cpu().tolist(), "params": every}
                 if self.truth is not None:  # every hypothesis' errors: how far apart equally good fits lie
                     hypotheses["errors"] = [
