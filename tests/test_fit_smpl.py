@@ -244,6 +244,17 @@ def test_the_part_averaged_rgb_term_counts_every_part_alike(tmp_path):
     assert scalars(run, "loss_soft/total")[0][1] == pytest.approx(total, rel=1e-4)
 
 
+def _terms_at(run: Path, name: str, value: torch.Tensor):
+    """The run's task rebuilt from its config.yaml, and the soft fit's loss terms (unweighted, at
+    the last sigma and gamma) with hypothesis 0's parameter ``name`` set to ``value``."""
+    cfg = OmegaConf.load(run / "config.yaml")
+    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
+    fit = task.fits["soft"]
+    with torch.no_grad():
+        fit.params[name][0] = value
+    return task, task._terms(fit, 0, task._settings("soft", *task.blur.final))[1]
+
+
 def test_the_pose_prior_weighs_each_joint_by_its_multiplier(tmp_path):
     # loss.pose_prior_joints: joint name -> multiplier; the keys of the default file are set, one
     # more is added with '+'; every other joint counts once
@@ -253,13 +264,8 @@ def test_the_pose_prior_weighs_each_joint_by_its_multiplier(tmp_path):
             *(f"loss.pose_prior_joints.{k}={v}" for k, v in multipliers.items() if k != "spine1"),
             "+loss.pose_prior_joints.spine1=7", "loss.pose_prior=0.5", f"hydra.run.dir={run}"]  # fmt: skip
     assert cli.main(args) == 0
-    cfg = OmegaConf.load(run / "config.yaml")
-    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
-    fit = task.fits["soft"]
     pose = torch.randn(69, generator=torch.Generator().manual_seed(3)) * 0.4
-    with torch.no_grad():
-        fit.params["body_pose"][0] = pose
-    _, terms = task._terms(fit, 0, task._settings("soft", *task.blur.final))
+    task, terms = _terms_at(run, "body_pose", pose)
     names = ["l_hip", "r_hip", "spine1", "l_knee", "r_knee", "spine2", "l_ankle", "r_ankle", "spine3", "l_foot",
              "r_foot", "neck", "l_collar", "r_collar", "head", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
              "l_wrist", "r_wrist", "l_hand", "r_hand"]  # fmt: skip
@@ -296,13 +302,8 @@ def test_a_known_height_is_the_truths_standing_height_and_its_term_the_squared_r
     zero = _standing_height(model, [0.0] * 10)
     for name in ("soft", "hard"):
         assert scalars(run, f"loss_{name}/height")[0][1] == pytest.approx(((zero - known) / known) ** 2, rel=1e-4)
-    cfg = OmegaConf.load(run / "config.yaml")
-    task = fit_smpl.FitSmpl(cfg, SimpleNamespace(device=torch.device("cpu"), is_main=True))
-    fit = task.fits["soft"]
     betas = torch.randn(10, generator=torch.Generator().manual_seed(5)) * 0.8
-    with torch.no_grad():
-        fit.params["betas"][0] = betas
-    _, terms = task._terms(fit, 0, task._settings("soft", *task.blur.final))
+    task, terms = _terms_at(run, "betas", betas)
     expected = ((_standing_height(model, betas.tolist()) - known) / known) ** 2
     assert expected > 1e-4  # the random betas change the height
     assert float(terms["height"].detach()) == pytest.approx(expected, rel=1e-4)
