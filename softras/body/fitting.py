@@ -15,6 +15,7 @@ from ..functional.rasterize import Fragments, soft_rasterize_packed
 from ..functional.rotations import euler_to_matrix, matrix_to_rotvec
 from ..functional.settings import RasterSettings
 from .model import NUM_JOINTS
+from .parts import body_height
 from .synthetic import SMPL_JOINT_NAMES
 
 __all__ = [
@@ -136,13 +137,15 @@ def render_body(
 
 
 def standing_height(body: torch.nn.Module, betas: torch.Tensor) -> torch.Tensor:
-    """The height of the shaped body in its rest pose (SMPL's T-pose, pose-independent): the extent
-    along y of ``v_template`` plus the shape blend shapes of ``betas`` [..., B] -> [...]."""
-    dirs = body.shapedirs
-    if betas.shape[-1] > dirs.shape[-1]:
-        raise ValueError(f"betas: expected at most {dirs.shape[-1]} shape coefficients, got {betas.shape[-1]}")
-    y = body.v_template[:, 1] + torch.einsum("vb,...b->...v", dirs[:, 1, : betas.shape[-1]], betas)
-    return y.amax(dim=-1) - y.amin(dim=-1)
+    """The height of the shaped body in its rest pose (SMPL's T-pose, pose-independent):
+    ``body_height`` of ``v_template`` plus smplx's shape blend shapes of ``betas`` [..., B] -> [...]."""
+    from smplx.lbs import blend_shapes
+
+    dirs, n = body.shapedirs, betas.shape[-1]
+    if n > dirs.shape[-1]:
+        raise ValueError(f"betas: expected at most {dirs.shape[-1]} shape coefficients, got {n}")
+    shaped = body.v_template + blend_shapes(betas.reshape(-1, n), dirs[..., :n])
+    return body_height(shaped).reshape(betas.shape[:-1])
 
 
 def hidden_fraction(

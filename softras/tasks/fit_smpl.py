@@ -7,9 +7,9 @@ rest pose, global orientation, translation, body pose and betas are fitted with
 1 - soft IoU of the silhouette + the mean absolute RGB error (averaged per body part, so that a
 hand counts as much as the torso) + L2 priors on pose (stronger on the wrists and hands) and
 betas + the error of the standing height where it is known (one view cannot tell a smaller body
-from a farther one), while sigma and gamma go from blurry to sharp. The same losses and schedule with the
-hard rasterizer, whose gradients stop at the visible surface, run beside it as the baseline
-(``compare_hard``).
+from a farther one), while sigma and gamma go from blurry to sharp. The same losses and schedule
+with the hard rasterizer, whose gradients stop at the visible surface, run beside it as the
+baseline (``compare_hard``).
 """
 
 from __future__ import annotations
@@ -568,8 +568,12 @@ class FitSmpl(Experiment):
         self.frames = list(state["frames"])
 
     def finish(self, ctx: RunContext, completed: int) -> dict[str, Any]:
-        metrics: dict[str, Any] = {"body_type": self.body_type, "steps": self.steps, "device": str(ctx.device)}
-        metrics["known_height"] = self.known_height
+        metrics: dict[str, Any] = {
+            "body_type": self.body_type,
+            "steps": self.steps,
+            "device": str(ctx.device),
+            "known_height": self.known_height,
+        }
         with torch.no_grad():
             if completed > 0:  # the losses of the parameters returned (each step's loss comes before its update)
                 for name, fit in self.fits.items():
